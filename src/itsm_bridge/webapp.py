@@ -163,7 +163,11 @@ class App:
             hook(request, response)
         payload, headers = response.encoded()
         headers["Content-Length"] = str(len(payload))
-        reason = HTTPStatus(response.status).phrase if response.status in HTTPStatus._value2member_map_ else ""
+        reason = (
+            HTTPStatus(response.status).phrase
+            if response.status in HTTPStatus._value2member_map_
+            else ""
+        )
         start_response(f"{response.status} {reason}", list(headers.items()))
         return [payload] if request.method != "HEAD" else [b""]
 
@@ -195,7 +199,7 @@ def request_from_environ(environ: dict[str, Any]) -> Request:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
@@ -234,4 +238,3 @@ class RunningServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-

@@ -55,7 +55,9 @@ class SandboxServer:
         raise NotImplementedError
 
     def unauthorized(self, request: Request) -> Response:
-        return Response(401, {"error": "unauthorized"}, {"WWW-Authenticate": 'Basic realm="sandbox"'})
+        return Response(
+            401, {"error": "unauthorized"}, {"WWW-Authenticate": 'Basic realm="sandbox"'}
+        )
 
     def is_public(self, request: Request) -> bool:
         """Paths that need no credentials (none by default)."""

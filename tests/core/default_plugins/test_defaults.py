@@ -1,0 +1,159 @@
+"""The fallback plugins, each called through the hook as the core calls it."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from itsm_bridge.models import Approval, BacklogItem, Event, Impact, Release, ReleaseState
+from itsm_bridge.plugins import PluginHost, load_plugins
+from itsm_bridge.settings import settings_from_mapping
+
+CONFIG = {
+    "windows": {
+        "timezone": "Europe/Berlin",
+        "maintenance": [
+            {
+                "name": "Weekly",
+                "rrule": "FREQ=WEEKLY;BYDAY=SA;BYHOUR=22;BYMINUTE=0",
+                "duration": "4h",
+            }
+        ],
+        "freezes": [{"name": "Year end", "start": "2026-12-15", "end": "2027-01-05"}],
+    },
+    "services": {
+        "payments": {
+            "tasks": [
+                {"name": "Stop database", "group": "Database Administration", "before": "deploy"},
+                {"name": "Start database", "group": "Database Administration", "after": "deploy"},
+                {
+                    "name": "Warm caches",
+                    "kind": "automated",
+                    "job": "payments/warm",
+                    "after": "smoke_test",
+                },
+            ]
+        }
+    },
+}
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> PluginHost:
+    return load_plugins(settings_from_mapping({**CONFIG, "data_dir": str(tmp_path)}))
+
+
+def release(**fields: object) -> Release:
+    base: dict[str, object] = {"id": "rel-1", "service": "payments", "version": "1.0.0"}
+    return Release.model_validate({**base, "name": "Faster refunds", **fields})
+
+
+def test_hook_maintenance_windows(host: PluginHost) -> None:
+    start = datetime(2026, 11, 28, tzinfo=UTC)
+    results = host.hook.maintenance_windows(
+        release=release(), start=start, end=datetime(2026, 12, 13, tzinfo=UTC)
+    )
+    windows = [w for result in results for w in result]
+    # Saturdays 22:00 Berlin (CET, UTC+1) = 21:00 UTC, four hours each
+    assert [w.start for w in windows] == [
+        datetime(2026, 11, 28, 21, tzinfo=UTC),
+        datetime(2026, 12, 5, 21, tzinfo=UTC),
+        datetime(2026, 12, 12, 21, tzinfo=UTC),
+    ]
+    assert all((w.end - w.start).total_seconds() == 4 * 3600 for w in windows)
+
+
+def test_hook_freeze_periods(host: PluginHost) -> None:
+    results = host.hook.freeze_periods(
+        release=release(),
+        start=datetime(2026, 12, 1, tzinfo=UTC),
+        end=datetime(2027, 2, 1, tzinfo=UTC),
+    )
+    (freeze,) = [f for result in results for f in result]
+    assert freeze.start == datetime(2026, 12, 14, 23, tzinfo=UTC)
+    assert freeze.end == datetime(2027, 1, 5, 23, tzinfo=UTC)
+    outside = host.hook.freeze_periods(
+        release=release(),
+        start=datetime(2027, 2, 1, tzinfo=UTC),
+        end=datetime(2027, 3, 1, tzinfo=UTC),
+    )
+    assert [f for result in outside for f in result] == []
+
+
+def test_hook_plan_tasks(host: PluginHost) -> None:
+    (specs,) = host.hook.plan_tasks(release=release(), impact=Impact())
+    by_key = {s.key: s for s in specs}
+    assert set(by_key) == {"stop-database", "start-database", "warm-caches"}
+    assert by_key["stop-database"].order < 100 < by_key["start-database"].order < 200
+    assert by_key["warm-caches"].order > 200
+    assert by_key["warm-caches"].kind == "automated"
+    assert by_key["warm-caches"].job == "payments/warm"
+    assert by_key["stop-database"].group == "Database Administration"
+    other = host.hook.plan_tasks(release=release(service="unknown"), impact=Impact())
+    assert other == [[]]
+
+
+def test_hook_approval_status(host: PluginHost) -> None:
+    assert host.hook.approval_status(release=release()).status == "pending"
+    given = Approval(status="rejected", by="cab", comment="no back-out plan")
+    assert host.hook.approval_status(release=release(approval=given)) == given
+    assert host.hook.approval_status(release=release(type="standard")).status == "approved"
+
+
+def test_hook_render_release_notes(host: PluginHost) -> None:
+    items = [
+        BacklogItem(
+            system="jira", key="PAY-1", summary="Refund <fast>", kind="Story", url="http://j/PAY-1"
+        ),
+        BacklogItem(system="jira", key="PAY-2", summary="Fix rounding", kind="Bug"),
+    ]
+    notes = host.hook.render_release_notes(release=release(), items=items)
+    assert notes.title == "payments 1.0.0: Faster refunds"
+    assert "- PAY-1 Refund <fast> (Story)" in notes.markdown
+    assert "- PAY-2 Fix rounding (Bug)" in notes.markdown
+    assert '<a href="http://j/PAY-1">PAY-1</a> Refund &lt;fast&gt;' in notes.html
+    empty = host.hook.render_release_notes(release=release(), items=[])
+    assert "No backlog items" in empty.markdown
+
+
+def test_release_notes_template_is_sandboxed(host: PluginHost) -> None:
+    hostile = BacklogItem(system="jira", key="PAY-3", summary="{{ ''.__class__.__mro__ }}")
+    notes = host.hook.render_release_notes(release=release(), items=[hostile])
+    assert "{{ ''.__class__.__mro__ }}" in notes.markdown  # data is never evaluated
+
+
+def test_hook_notify_stakeholders(host: PluginHost, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="itsm_bridge.notify"):
+        host.hook.notify_stakeholders(release=release(), subject="Released", message="All good")
+    assert "Released" in caplog.text
+    assert "rel-1" in caplog.text
+
+
+def test_hook_post_mortem(host: PluginHost, tmp_path: Path) -> None:
+    timeline = [
+        Event(
+            at=datetime(2026, 12, 5, 21, tzinfo=UTC),
+            actor="itsm-bridge",
+            kind="step",
+            message="deploy started",
+        ),
+        Event(
+            at=datetime(2026, 12, 5, 21, 5, tzinfo=UTC),
+            actor="alertmanager",
+            kind="failure",
+            message="HighErrorRate | firing",
+        ),
+    ]
+    (records,) = host.hook.post_mortem(
+        release=release(state=ReleaseState.ROLLED_BACK), timeline=timeline
+    )
+    (record,) = records
+    text = Path(record.id).read_text()
+    assert Path(record.id).parent == tmp_path / "post-mortems"
+    assert "Outcome: rolled_back" in text
+    assert "## What went wrong" in text
+    assert "HighErrorRate \\| firing" in text
+    assert text.index("| 2026-12-05 21:00:00 |") < text.index("| 2026-12-05 21:05:00 |")
