@@ -86,12 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(func=cmd_plugins)
 
-    for register in _EXTENSIONS:
+    for register in _extensions():
         register(sub)
     return parser
 
 
-# Modules that add sub-commands: each exposes `register(subparsers)`.
+def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Modules that add sub-commands: each exposes `register(subparsers)`."""
+    from itsm_bridge import cli_release
+
+    return [cli_release.register, *_EXTENSIONS]
+
+
 _EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
@@ -103,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        logging.getLogger("alembic").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
         if not getattr(args, "func", None):
             parser.print_help()
             return EXIT_USAGE

@@ -135,6 +135,9 @@ class Release(_Model):
     created_at: datetime = Field(default_factory=utcnow)
     records: list[ExternalRecord] = Field(default_factory=list)
     approval: Approval | None = None
+    scope: list[BacklogItem] = Field(default_factory=list)
+    impact: Impact | None = None
+    failure_reason: str = ""
 
     _check_times = field_validator(
         "not_before", "window_start", "window_end", "deploy_started_at", "created_at"
@@ -316,3 +319,6 @@ class Event(_Model):
     kind: str
     message: str
     evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+Release.model_rebuild()

@@ -18,11 +18,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil.rrule import rruleset, rrulestr
 
-__all__ = ["Freeze", "Slot", "Window", "earliest_slot", "find_slot", "freeze_period",
-           "maintenance_windows", "parse_duration"]
+__all__ = [
+    "Freeze",
+    "Slot",
+    "Window",
+    "earliest_slot",
+    "find_slot",
+    "freeze_period",
+    "maintenance_windows",
+    "parse_duration",
+]
 
-_DURATION_RE = re.compile("".join(f"(?:(?P<{unit}>\\d+){unit[0]})?"
-                                   for unit in ("days", "hours", "minutes", "seconds")))
+_DURATION_RE = re.compile(
+    "".join(f"(?:(?P<{unit}>\\d+){unit[0]})?" for unit in ("days", "hours", "minutes", "seconds"))
+)
 _DTSTART_RE = re.compile(r"DTSTART(?:;TZID=([^:;]+))?:(\d{8}T\d{6})(Z?)", re.IGNORECASE)
 _UNTIL_RE = re.compile(r"UNTIL=(\d{8}T\d{6})Z", re.IGNORECASE)
 _ICAL = "%Y%m%dT%H%M%S"
@@ -121,6 +130,7 @@ def _compile_rule(rule: str, zone: ZoneInfo, anchor: datetime) -> rruleset:
     An explicit ``DTSTART`` may be floating (local), ``Z`` (UTC) or carry ``TZID``; it is
     converted to local wall time of ``zone``. ``UNTIL=...Z`` is converted likewise.
     """
+
     def local_until(match: re.Match[str]) -> str:
         until = datetime.strptime(match[1], _ICAL).replace(tzinfo=UTC)
         return "UNTIL=" + _utc_to_local(until, zone).strftime(_ICAL)
@@ -143,8 +153,10 @@ def _compile_rule(rule: str, zone: ZoneInfo, anchor: datetime) -> rruleset:
         upper = text.upper()
         if dtstart is None and (
             re.search(r"COUNT=|INTERVAL=0*(?:[2-9]|[1-9]\d)", upper)
-            or (re.search(r"FREQ=(?:WEEKLY|MONTHLY|YEARLY)", upper)
-                and not any(selector in upper for selector in _DAY_SELECTORS))
+            or (
+                re.search(r"FREQ=(?:WEEKLY|MONTHLY|YEARLY)", upper)
+                and not any(selector in upper for selector in _DAY_SELECTORS)
+            )
         ):
             raise ValueError(
                 "COUNT, INTERVAL>1, or a WEEKLY/MONTHLY/YEARLY rule without BYDAY/"
@@ -228,8 +240,12 @@ def _merge_windows(windows: Iterable[Window]) -> list[Window]:
     for window in sorted(windows, key=lambda w: (w.start, w.end)):
         if merged and window.start <= merged[-1].end:
             last = merged.pop()
-            window = Window(join(last.name, window.name), last.start, max(last.end, window.end),
-                            join(last.source, window.source))
+            window = Window(
+                join(last.name, window.name),
+                last.start,
+                max(last.end, window.end),
+                join(last.source, window.source),
+            )
         merged.append(window)
     return merged
 

@@ -86,22 +86,36 @@ def test_occurrence_open_at_range_start_is_included_and_end_is_exclusive() -> No
 def test_spring_forward_gap_shifts_forward() -> None:
     # 2026-03-29 02:30 does not exist in Berlin; it becomes 03:30 CEST = 01:30Z
     got = maintenance_windows(
-        "Night", "FREQ=WEEKLY;BYDAY=SU;BYHOUR=2;BYMINUTE=30", BERLIN, timedelta(hours=1),
-        z(2026, 3, 20), z(2026, 4, 6),
+        "Night",
+        "FREQ=WEEKLY;BYDAY=SU;BYHOUR=2;BYMINUTE=30",
+        BERLIN,
+        timedelta(hours=1),
+        z(2026, 3, 20),
+        z(2026, 4, 6),
     )
-    assert [w.start for w in got] == [z(2026, 3, 22, 1, 30), z(2026, 3, 29, 1, 30),
-                                      z(2026, 4, 5, 0, 30)]
+    assert [w.start for w in got] == [
+        z(2026, 3, 22, 1, 30),
+        z(2026, 3, 29, 1, 30),
+        z(2026, 4, 5, 0, 30),
+    ]
     assert got[1].start.astimezone(ZoneInfo(BERLIN)).hour == 3
 
 
 def test_fall_back_overlap_takes_first_occurrence() -> None:
     # 2026-10-25 02:30 happens twice in Berlin; the first (CEST, 00:30Z) is used
     got = maintenance_windows(
-        "Night", "FREQ=WEEKLY;BYDAY=SU;BYHOUR=2;BYMINUTE=30", BERLIN, timedelta(hours=1),
-        z(2026, 10, 17), z(2026, 11, 2),
+        "Night",
+        "FREQ=WEEKLY;BYDAY=SU;BYHOUR=2;BYMINUTE=30",
+        BERLIN,
+        timedelta(hours=1),
+        z(2026, 10, 17),
+        z(2026, 11, 2),
     )
-    assert [w.start for w in got] == [z(2026, 10, 18, 0, 30), z(2026, 10, 25, 0, 30),
-                                      z(2026, 11, 1, 1, 30)]
+    assert [w.start for w in got] == [
+        z(2026, 10, 18, 0, 30),
+        z(2026, 10, 25, 0, 30),
+        z(2026, 11, 1, 1, 30),
+    ]
 
 
 def test_duration_is_elapsed_time_across_dst_changes() -> None:
@@ -150,27 +164,43 @@ def test_rrule_with_explicit_dtstart() -> None:
     # the same instant written in UTC or with TZID gives the same windows
     for alt in ("DTSTART:20260103T210000Z", "DTSTART;TZID=America/New_York:20260103T160000"):
         other = maintenance_windows(
-            "Biweekly", alt + "\nRRULE:FREQ=WEEKLY;INTERVAL=2", BERLIN, H4,
-            z(2026, 1, 1), z(2026, 2, 1),
+            "Biweekly",
+            alt + "\nRRULE:FREQ=WEEKLY;INTERVAL=2",
+            BERLIN,
+            H4,
+            z(2026, 1, 1),
+            z(2026, 2, 1),
         )
         assert other == got
     # COUNT and UTC UNTIL are honoured
     counted = maintenance_windows(
-        "Three", "DTSTART:20260103T220000\nRRULE:FREQ=WEEKLY;COUNT=3", BERLIN, H4,
-        z(2026, 1, 1), z(2026, 6, 1),
+        "Three",
+        "DTSTART:20260103T220000\nRRULE:FREQ=WEEKLY;COUNT=3",
+        BERLIN,
+        H4,
+        z(2026, 1, 1),
+        z(2026, 6, 1),
     )
     assert len(counted) == 3
     until = maintenance_windows(
-        "Until", "FREQ=WEEKLY;BYDAY=SA;BYHOUR=22;UNTIL=20260110T210000Z", BERLIN, H4,
-        z(2026, 1, 1), z(2026, 6, 1),
+        "Until",
+        "FREQ=WEEKLY;BYDAY=SA;BYHOUR=22;UNTIL=20260110T210000Z",
+        BERLIN,
+        H4,
+        z(2026, 1, 1),
+        z(2026, 6, 1),
     )
     assert [w.start for w in until] == [z(2026, 1, 3, 21), z(2026, 1, 10, 21)]
 
 
 def test_interval_one_needs_no_dtstart() -> None:
     got = maintenance_windows(
-        "Daily", "RRULE:FREQ=DAILY;INTERVAL=1;BYHOUR=22", BERLIN, timedelta(hours=1),
-        z(2026, 1, 1), z(2026, 1, 3),
+        "Daily",
+        "RRULE:FREQ=DAILY;INTERVAL=1;BYHOUR=22",
+        BERLIN,
+        timedelta(hours=1),
+        z(2026, 1, 1),
+        z(2026, 1, 3),
     )
     assert [w.start for w in got] == [z(2026, 1, 1, 21), z(2026, 1, 2, 21)]
     with pytest.raises(ValueError, match="must be a timezone-aware datetime"):
@@ -220,8 +250,11 @@ def test_maintenance_windows_argument_errors() -> None:
 def test_freeze_whole_days_end_inclusive() -> None:
     assert (YEAR_END.start, YEAR_END.end) == (z(2026, 12, 14, 23), z(2027, 1, 5, 23))
     single = freeze_period("Day", date(2026, 7, 1), date(2026, 7, 1), BERLIN, source="snow")
-    assert (single.start, single.end, single.source) == (z(2026, 6, 30, 22), z(2026, 7, 1, 22),
-                                                         "snow")
+    assert (single.start, single.end, single.source) == (
+        z(2026, 6, 30, 22),
+        z(2026, 7, 1, 22),
+        "snow",
+    )
     # the day of the spring change is 23 hours long
     dst = freeze_period("DST", date(2026, 3, 29), date(2026, 3, 29), BERLIN)
     assert dst.end - dst.start == timedelta(hours=23)
@@ -306,8 +339,9 @@ def test_emergency_inside_freeze() -> None:
     windows = weekly(z(2026, 12, 20), z(2027, 2, 1))
     other = Freeze("Audit", z(2026, 12, 20, 11), z(2026, 12, 20, 12), source="servicenow")
     later = Freeze("Later", z(2026, 12, 21), z(2026, 12, 22))
-    slot = earliest_slot(windows, [later, other, YEAR_END], z(2026, 12, 20, 10), timedelta(hours=2),
-                         emergency=True)
+    slot = earliest_slot(
+        windows, [later, other, YEAR_END], z(2026, 12, 20, 10), timedelta(hours=2), emergency=True
+    )
     assert slot == Slot(z(2026, 12, 20, 10), z(2026, 12, 20, 12), None, (YEAR_END, other), True)
 
 
@@ -366,8 +400,9 @@ def test_find_slot_grows_horizon() -> None:
     assert calls[-1] == timedelta(days=400)  # 35, 70, 140, 280, then capped at max_horizon
 
     calls.clear()
-    no_slot = find_slot(windows_fn, lambda s, e: [], z(2026, 4, 11), H4,
-                        max_horizon=timedelta(days=200))
+    no_slot = find_slot(
+        windows_fn, lambda s, e: [], z(2026, 4, 11), H4, max_horizon=timedelta(days=200)
+    )
     assert no_slot is None
     assert calls == [timedelta(days=d) for d in (35, 70, 140, 200)]
 

@@ -1,0 +1,42 @@
+"""Starting and following CI/CD jobs through the `start_job` / `job_status` hooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from itsm_bridge.models import JobRef, JobStatus, Release
+from itsm_bridge.outcome import StepContext
+from itsm_bridge.plugins import PluginHost
+
+
+def job_params(release: Release, purpose: str, **extra: str) -> dict[str, str]:
+    """The parameters every job receives; `RELEASE_ID` makes the start idempotent."""
+    change = release.record(None, "change_request")
+    params = {
+        "RELEASE_ID": release.id,
+        "SERVICE": release.service,
+        "VERSION": release.version,
+        "CHANGE": (change.number or change.id) if change else "",
+    }
+    params.update({k: v for k, v in extra.items() if v is not None})
+    return params
+
+
+def follow_job(
+    host: PluginHost,
+    ctx: StepContext,
+    purpose: str,
+    stored: dict[str, Any] | None,
+    params: dict[str, str],
+) -> tuple[JobStatus | None, JobRef | None, bool]:
+    """Start the job once, or ask for the status of the one already started.
+
+    Returns (status, job, started_now). A job just started is returned without status so the
+    caller commits its reference before anything else happens. `job` is None when no plugin
+    runs jobs for this purpose.
+    """
+    if stored:
+        job = JobRef(**stored)
+        return host.hook.job_status(job=job), job, False
+    job = host.hook.start_job(release=ctx.release, purpose=purpose, params=params)
+    return None, job, job is not None

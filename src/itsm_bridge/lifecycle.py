@@ -1,0 +1,103 @@
+"""The 18 steps, the order they depend on, and the legal release-state transitions.
+
+Pure data and checks: `process.py` drives releases through them.
+"""
+
+from __future__ import annotations
+
+from itsm_bridge.models import ReleaseState as S
+
+STEPS: tuple[tuple[int, str], ...] = (
+    (1, "demand"),
+    (2, "problem"),
+    (3, "backlog"),
+    (4, "build"),
+    (5, "schedule"),
+    (6, "change"),
+    (7, "evaluate"),
+    (8, "cmdb"),
+    (9, "tasks"),
+    (10, "notes"),
+    (11, "deploy"),
+    (12, "smoke_test"),
+    (13, "detect"),
+    (14, "rollback"),
+    (15, "notify"),
+    (16, "post_mortem"),
+    (17, "service_levels"),
+    (18, "early_life_support"),
+)
+STEP_NAMES = dict(STEPS)
+
+# A step runs once every step it needs is finished (done or skipped). Steps 3-4 (backlog,
+# build) and 5-10 (plan) are two independent branches; the CMDB walk comes before scheduling
+# so that CI-specific calendars apply, and the notes before the change, whose description
+# they fill. Evaluation waits for the build's test results and for the tasks.
+NEEDS: dict[int, tuple[int, ...]] = {
+    1: (),
+    2: (),
+    3: (),
+    4: (),
+    8: (),
+    5: (8,),
+    10: (3, 5),
+    6: (5, 8, 10),
+    9: (6,),
+    7: (4, 6, 9),
+    11: (1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
+    12: (11,),
+    13: (12,),
+    14: (13,),
+    15: (14,),
+    16: (15,),
+    17: (16,),
+    18: (17,),
+}
+PLANNING_STEPS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+FINISHED = ("done", "skipped")
+
+TRANSITIONS: dict[S, frozenset[S]] = {
+    S.PLANNED: frozenset({S.SCHEDULED, S.BLOCKED, S.CANCELLED}),
+    S.SCHEDULED: frozenset({S.IMPLEMENTING, S.PLANNED, S.BLOCKED, S.CANCELLED}),
+    S.BLOCKED: frozenset({S.PLANNED, S.CANCELLED}),
+    S.IMPLEMENTING: frozenset({S.VERIFYING, S.FAILED}),
+    S.VERIFYING: frozenset({S.SUCCEEDED, S.FAILED}),
+    S.SUCCEEDED: frozenset({S.EARLY_LIFE_SUPPORT, S.CLOSED, S.FAILED}),
+    S.EARLY_LIFE_SUPPORT: frozenset({S.CLOSED, S.FAILED}),
+    S.FAILED: frozenset({S.ROLLING_BACK}),
+    S.ROLLING_BACK: frozenset({S.ROLLED_BACK}),
+    S.ROLLED_BACK: frozenset({S.CLOSED}),
+    S.CLOSED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+TERMINAL = frozenset({S.CLOSED, S.CANCELLED})
+# States in which a failure signal (or `release rollback`) rolls the release back.
+DEPLOYED = frozenset({S.IMPLEMENTING, S.VERIFYING, S.SUCCEEDED, S.EARLY_LIFE_SUPPORT})
+CANCELLABLE = frozenset({S.PLANNED, S.SCHEDULED, S.BLOCKED})
+
+
+class IllegalTransition(ValueError):
+    """A state change the lifecycle does not allow."""
+
+
+def check_transition(current: S, target: S) -> None:
+    """Raise `IllegalTransition` unless `current -> target` is in the lifecycle."""
+    if target not in TRANSITIONS[current]:
+        allowed = ", ".join(sorted(s.value for s in TRANSITIONS[current])) or "none"
+        raise IllegalTransition(
+            f"a release cannot go from {current.value} to {target.value} (allowed: {allowed})"
+        )
+
+
+def ready_steps(statuses: dict[int, str]) -> list[int]:
+    """Steps not yet finished whose prerequisites have ended, in step order.
+
+    A failed prerequisite has ended too: a blocked release runs nothing until a human resets
+    its failed steps, and a failed release goes on to its rollback and close-out steps.
+    """
+    ended = (*FINISHED, "failed")
+    return [
+        number
+        for number, _ in STEPS
+        if statuses[number] not in ended and all(statuses[need] in ended for need in NEEDS[number])
+    ]

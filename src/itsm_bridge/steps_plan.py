@@ -1,0 +1,294 @@
+"""Steps 1-10: intake, backlog, build, schedule, change, evaluation, CMDB, tasks, notes.
+
+Each handler calls hooks and returns an `Outcome`; it never writes to the store itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from itsm_bridge.jobs import follow_job, job_params
+from itsm_bridge.models import (
+    ConfigurationItem,
+    Event,
+    Finding,
+    Impact,
+    JobState,
+    ReleaseNotes,
+    ReleaseType,
+    Task,
+    TaskSpec,
+)
+from itsm_bridge.outcome import Outcome, StepContext
+from itsm_bridge.plugins import PluginHost
+from itsm_bridge.settings import BridgeSettings
+from itsm_bridge.windows import Window, find_slot
+
+DEPLOY_KEY, SMOKE_KEY, ROLLBACK_KEY = "deploy", "smoke-test", "rollback"
+HORIZON_WHEN_UNCONFIGURED = timedelta(days=3650)
+
+
+@dataclass
+class StepEnv:
+    host: PluginHost
+    settings: BridgeSettings
+
+    def implemented(self, hook: str, *, defaults: bool = False) -> list[str]:
+        """Names of the plugins implementing `hook` (without the defaults unless asked)."""
+        caller = getattr(self.host.hook, hook)
+        names = [self.host.pm.get_name(impl.plugin) or "" for impl in caller.get_hookimpls()]
+        return [n for n in names if defaults or not n.startswith("default.")]
+
+
+def step_intake(env: StepEnv, ctx: StepContext, kind: str) -> Outcome:
+    """Steps 1-2: demands and problems enter the backlog continuously through the intake
+    poller (`sync`), not per release; the step records whether intake is connected."""
+    plugins = env.implemented("collect_work_items")
+    if not plugins:
+        return Outcome.skipped(f"no intake plugin enabled: {kind}s are not collected")
+    return Outcome.done(f"{kind}s reach the backlog through intake ({', '.join(plugins)})")
+
+
+def step_backlog(env: StepEnv, ctx: StepContext) -> Outcome:
+    """Step 3: the backlog items the release delivers."""
+    items = env.host.hook.release_scope(release=ctx.release)
+    if items is None:
+        return Outcome.skipped("no backlog plugin enabled: the release has no linked items")
+    release = ctx.release.model_copy(update={"scope": list(items)})
+    return Outcome.done(f"{len(items)} backlog item(s) in scope", release=release)
+
+
+def step_build(env: StepEnv, ctx: StepContext) -> Outcome:
+    """Step 4: produce the build package (a CI job), and keep its test results."""
+    params = job_params(ctx.release, "build")
+    status, job, started = follow_job(env.host, ctx, "build", ctx.step.state.get("job"), params)
+    if job is None:
+        return Outcome.skipped("no CI plugin started a build job: the package is built outside")
+    state: dict[str, Any] = {"job": job.model_dump(mode="json")}
+    if status is None or not status.finished:
+        detail = f"build {job.job} {'started' if started else 'running'}"
+        return (
+            Outcome.progress(detail, state=state)
+            if started
+            else Outcome.waiting(detail, state=state)
+        )
+    if status.tests is not None:
+        state["tests"] = status.tests.model_dump()
+    if status.state in (JobState.SUCCEEDED, JobState.UNSTABLE):
+        tests = (
+            f"; tests: {status.tests.passed} passed, {status.tests.failed} failed"
+            if status.tests
+            else ""
+        )
+        return Outcome.done(f"build {job.job} {status.state.value}{tests}", state=state)
+    return Outcome.blocked(f"build {job.job} {status.state.value}: {status.detail}", state=state)
+
+
+def step_cmdb(env: StepEnv, ctx: StepContext) -> Outcome:
+    """Step 8: affected CIs and impacted services, merged from every CMDB plugin."""
+    impact = Impact()
+    for answer in env.host.hook.identify_impact(release=ctx.release):
+        if answer is not None:
+            impact = impact.merged(answer)
+    service = env.settings.services.get(ctx.release.service)
+    if not impact.cis and not impact.services and service and service.ci:
+        impact = Impact(services=[ConfigurationItem(id=service.ci, name=service.ci)])
+        detail = f"no CMDB plugin: impact is the configured service CI {service.ci}"
+    else:
+        detail = f"{len(impact.cis)} affected CI(s), {len(impact.services)} impacted service(s)"
+    return Outcome.done(detail, release=ctx.release.model_copy(update={"impact": impact}))
+
+
+def step_schedule(env: StepEnv, ctx: StepContext) -> Outcome:
+    """Step 5: the earliest slot inside a maintenance window and outside every freeze."""
+    release = ctx.release
+    not_before = max(release.not_before or ctx.now, ctx.now)
+    emergency = release.type == ReleaseType.EMERGENCY
+
+    def windows(start: Any, end: Any) -> list[Window]:
+        found = [
+            w
+            for result in env.host.hook.maintenance_windows(release=release, start=start, end=end)
+            for w in result
+        ]
+        return found
+
+    def freezes(start: Any, end: Any) -> list[Any]:
+        return [
+            f
+            for result in env.host.hook.freeze_periods(release=release, start=start, end=end)
+            for f in result
+        ]
+
+    any_window = windows(not_before, not_before + timedelta(days=400))
+    if not any_window:
+
+        def windows(start: Any, end: Any) -> list[Window]:
+            return [Window(name="any time", start=start, end=end, source="none configured")]
+
+    slot = find_slot(windows, freezes, not_before, release.duration, emergency=emergency)
+    if slot is None:
+        return Outcome.blocked(
+            f"no slot of {release.duration} inside a maintenance window and outside freezes "
+            "within 400 days; add a window or shorten --duration"
+        )
+    updated = release.model_copy(update={"window_start": slot.start, "window_end": slot.end})
+    where = slot.window.name if slot.window else "outside every maintenance window"
+    events = []
+    if emergency and (slot.broken_freezes or slot.outside_window):
+        broken = ", ".join(f.name for f in slot.broken_freezes) or "none"
+        events.append(
+            Event(
+                actor="itsm-bridge",
+                kind="exception",
+                message=f"emergency change exception: freezes broken: {broken}; outside window: "
+                f"{'yes' if slot.outside_window else 'no'}; reason: {release.reason}",
+                evidence={
+                    "freezes": [f.name for f in slot.broken_freezes],
+                    "outside_window": slot.outside_window,
+                    "reason": release.reason,
+                },
+            )
+        )
+    return Outcome.done(
+        f"{slot.start:%Y-%m-%d %H:%M}Z to {slot.end:%Y-%m-%d %H:%M}Z ({where})",
+        release=updated,
+        events=events,
+    )
+
+
+def step_notes(env: StepEnv, ctx: StepContext) -> Outcome:
+    """Step 10: render the release notes from the backlog items, then publish them."""
+    notes: ReleaseNotes = env.host.hook.render_release_notes(
+        release=ctx.release, items=ctx.release.scope
+    )
+    records = [
+        r
+        for result in env.host.hook.publish_release_notes(release=ctx.release, notes=notes)
+        for r in result
+    ]
+    where = f"; published to {len(records)} record(s)" if records else ""
+    return Outcome.done(
+        f"{len(notes.items)} item(s) in the notes{where}",
+        records=records,
+        core={"notes": notes.model_dump(mode="json")},
+    )
+
+
+def step_change(env: StepEnv, ctx: StepContext) -> Outcome:
+    """Step 6: the change record in the ITSM system of record."""
+    notes = ReleaseNotes(**ctx.core["notes"]) if ctx.core.get("notes") else None
+    change = env.host.hook.create_change(release=ctx.release, notes=notes)
+    if change is None:
+        return Outcome.skipped("no ITSM plugin enabled: the change is tracked in the bridge only")
+    label = change.number or change.id
+    return Outcome.done(f"change {label}", records=[change])
+
+
+def implicit_tasks(env: StepEnv, ctx: StepContext) -> list[TaskSpec]:
+    """Deploy and smoke test: automated when a job is configured and a plugin runs jobs."""
+    service = env.settings.services.get(ctx.release.service)
+    runs_jobs = bool(env.implemented("start_job"))
+    specs = []
+    for key, name, purpose, order in (
+        (DEPLOY_KEY, "Deploy", "deploy", 100),
+        (SMOKE_KEY, "Smoke test", "smoke_test", 200),
+    ):
+        job = getattr(service.jobs, purpose) if service else None
+        automated = bool(job and runs_jobs)
+        specs.append(
+            TaskSpec(
+                key=key,
+                name=name,
+                kind="automated" if automated else "manual",
+                order=order,
+                purpose=purpose,
+                job=job if automated else None,
+            )
+        )
+    return specs
+
+
+def step_tasks(env: StepEnv, ctx: StepContext) -> Outcome:
+    """Step 9: plan the release tasks, then create their records where they are assigned."""
+    impact = ctx.release.impact or Impact()
+    specs: dict[str, TaskSpec] = {}
+    for spec in implicit_tasks(env, ctx):
+        specs[spec.key] = spec
+    for result in env.host.hook.plan_tasks(release=ctx.release, impact=impact):
+        for spec in result:
+            specs.setdefault(spec.key, spec)
+    ordered = sorted(specs.values(), key=lambda s: (s.order, s.key))
+    records = env.host.hook.create_tasks(release=ctx.release, tasks=ordered) or []
+    by_key = {r.key: r for r in records}
+    tasks = [Task(**spec.model_dump(), record=by_key.get(spec.key)) for spec in ordered]
+    manual = sum(1 for task in tasks if task.kind == "manual")
+    return Outcome.done(
+        f"{len(tasks)} task(s), {manual} manual; {len(records)} record(s) created",
+        records=records,
+        new_tasks=tasks,
+    )
+
+
+def core_findings(env: StepEnv, ctx: StepContext, build_state: dict[str, Any]) -> list[Finding]:
+    """The core's own compliance rules (policy)."""
+    policy = env.settings.policy
+    service = env.settings.services.get(ctx.release.service)
+    findings = []
+    if policy.require_backout_plan and not (service and service.jobs.rollback):
+        findings.append(
+            Finding(
+                severity="blocker",
+                source="policy",
+                message=f"no back-out plan: set services.{ctx.release.service}.jobs.rollback "
+                "or policy.require_backout_plan: false",
+            )
+        )
+    tests = build_state.get("tests")
+    if tests and tests.get("failed", 0) > policy.max_failed_tests:
+        findings.append(
+            Finding(
+                severity="blocker",
+                source="policy",
+                message=f"{tests['failed']} failed test(s) in the build; policy allows "
+                f"{policy.max_failed_tests}",
+                evidence=tests,
+            )
+        )
+    if ctx.release.type == ReleaseType.EMERGENCY:
+        findings.append(
+            Finding(
+                severity="warning",
+                source="policy",
+                message=f"emergency change: {ctx.release.reason}",
+            )
+        )
+    return findings
+
+
+def step_evaluate(env: StepEnv, ctx: StepContext, build_state: dict[str, Any]) -> Outcome:
+    """Step 7: compliance findings (any blocker blocks), then the approval gate."""
+    findings = ctx.step.state.get("findings")
+    if findings is None:
+        found = core_findings(env, ctx, build_state)
+        for result in env.host.hook.evaluate_change(release=ctx.release):
+            found += result
+        findings = [f.model_dump(mode="json") for f in found]
+        blockers = [f for f in found if f.severity == "blocker"]
+        if blockers:
+            return Outcome.blocked(
+                "; ".join(f"{f.source}: {f.message}" for f in blockers),
+                state={"findings": findings},
+            )
+    approval = env.host.hook.approval_status(release=ctx.release)
+    state = {"findings": findings, "approval": approval.model_dump(mode="json")}
+    if approval.status == "approved":
+        by = f" by {approval.by}" if approval.by else ""
+        return Outcome.done(f"{len(findings)} finding(s), no blocker; approved{by}", state=state)
+    if approval.status == "rejected":
+        return Outcome.blocked(
+            f"change rejected by {approval.by or 'the approver'}: {approval.comment}", state=state
+        )
+    return Outcome.waiting("waiting for approval of the change", state=state)

@@ -1,0 +1,296 @@
+"""Steps 11-18: deploy, smoke test, detect, rollback, notify, post-mortem, SLM, early life.
+
+Each handler calls hooks and returns an `Outcome`; it never writes to the store itself.
+A handler that made progress (started a job, finished a task) returns at once so that the
+progress is committed before the next side effect.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from itsm_bridge.jobs import follow_job, job_params
+from itsm_bridge.models import JobRef, JobState, ReleaseState, Signal, Task, TaskStatus
+from itsm_bridge.outcome import Outcome, StepContext
+from itsm_bridge.steps_plan import ROLLBACK_KEY, SMOKE_KEY, StepEnv
+
+POLL = timedelta(seconds=30)
+SMOKE_ORDER = 200
+
+
+def tasks_of_step(ctx: StepContext) -> list[Task]:
+    """Step 11 runs every task before the smoke test; step 12 the smoke test and after."""
+    if ctx.step.number == 11:
+        return [t for t in ctx.tasks if t.order < SMOKE_ORDER and t.key != ROLLBACK_KEY]
+    return [t for t in ctx.tasks if t.order >= SMOKE_ORDER and t.key != ROLLBACK_KEY]
+
+
+def run_tasks(env: StepEnv, ctx: StepContext, tasks: list[Task]) -> Outcome:
+    """Run the tasks in order: one side effect per call, committed before the next."""
+    reported: list[str] = list(ctx.step.state.get("reported", []))
+    jobs = ctx.task_jobs()
+    for task in tasks:
+        if task.status in (TaskStatus.DONE, TaskStatus.FAILED):
+            if task.key not in reported:
+                env.host.hook.task_finished(release=ctx.release, task=task)
+                return Outcome.progress(
+                    f"task {task.name} {task.status.value}",
+                    state={"reported": [*reported, task.key]},
+                )
+            if task.status == TaskStatus.FAILED:
+                reason = f"task {task.name} failed" + (f": {task.note}" if task.note else "")
+                return Outcome.failure(reason, {"task": task.key})
+            continue
+        if task.kind == "manual":
+            return wait_for_manual_task(env, ctx, task)
+        return run_automated_task(env, ctx, task, jobs.get(task.key))
+    return Outcome.done(f"{len(tasks)} task(s) done")
+
+
+def wait_for_manual_task(env: StepEnv, ctx: StepContext, task: Task) -> Outcome:
+    """A manual task is done when its record is closed, or when `task-done` says so."""
+    if task.record is not None:
+        updated = env.host.hook.task_status(release=ctx.release, task=task)
+        if updated is not None and updated.status != task.status:
+            return Outcome.progress(
+                f"task {task.name} {updated.status.value} (from {task.record.system})",
+                task_updates=[(updated, None)],
+            )
+    group = f" ({task.group})" if task.group else ""
+    where = f" or close {task.record.number or task.record.id}" if task.record else ""
+    return Outcome.waiting(
+        f"waiting for manual task {task.name}{group}: "
+        f"itsm-bridge release task-done {ctx.release.id} {task.key}{where}",
+        retry_at=ctx.now + POLL,
+    )
+
+
+def run_automated_task(env: StepEnv, ctx: StepContext, task: Task, job: JobRef | None) -> Outcome:
+    purpose = (
+        task.purpose
+        if task.purpose in {"deploy", "smoke_test", "rollback"}
+        else (task.job or task.key)
+    )
+    extra: dict[str, str] = {"TASK": task.key}
+    if purpose == "rollback":
+        extra["ROLLBACK_TO"] = str(ctx.core.get("rollback_to") or "")
+    params = job_params(ctx.release, purpose, **extra)
+    stored = job.model_dump(mode="json") if job else None
+    status, ref, started = follow_job(env.host, ctx, purpose, stored, params)
+    jobs_state = {k: v.model_dump(mode="json") for k, v in ctx.task_jobs().items()}
+    if ref is None:
+        manual = task.model_copy(update={"kind": "manual"})
+        return Outcome.progress(
+            f"no plugin runs {purpose} jobs: task {task.name} is manual",
+            task_updates=[(manual, None)],
+        )
+    if started:
+        jobs_state[task.key] = ref.model_dump(mode="json")
+        running = task.model_copy(update={"status": TaskStatus.RUNNING})
+        return Outcome.progress(
+            f"task {task.name}: job {ref.job} started",
+            state={"jobs": jobs_state},
+            task_updates=[(running, ref)],
+        )
+    if status is None or not status.finished:
+        return Outcome.waiting(f"task {task.name}: job {ref.job} running", retry_at=ctx.now + POLL)
+    ok = status.state == JobState.SUCCEEDED or (
+        status.state == JobState.UNSTABLE and purpose not in {"smoke_test"}
+    )
+    note = f"job {ref.job} {status.state.value}"
+    if status.tests is not None:
+        note += f"; tests: {status.tests.passed} passed, {status.tests.failed} failed"
+    finished = task.model_copy(
+        update={"status": TaskStatus.DONE if ok else TaskStatus.FAILED, "note": note}
+    )
+    return Outcome.progress(f"task {task.name}: {note}", task_updates=[(finished, ref)])
+
+
+def step_deploy(env: StepEnv, ctx: StepContext) -> Outcome:
+    """Step 11: wait for the window, then run the tasks up to the smoke test in order."""
+    release = ctx.release
+    if release.state == ReleaseState.SCHEDULED:
+        if release.window_start and ctx.now < release.window_start:
+            return Outcome.waiting(
+                f"waiting for the window at {release.window_start:%Y-%m-%d %H:%M}Z",
+                retry_at=release.window_start,
+            )
+        if release.window_end and ctx.now >= release.window_end:
+            return Outcome.blocked(
+                f"the window ended at {release.window_end:%Y-%m-%d %H:%M}Z before deployment "
+                "began; retry to schedule the next one"
+            )
+        started = release.model_copy(update={"deploy_started_at": ctx.now})
+        return Outcome.progress(
+            "deployment started", release=started, transition=ReleaseState.IMPLEMENTING
+        )
+    return run_tasks(env, ctx, tasks_of_step(ctx))
+
+
+def step_smoke_test(env: StepEnv, ctx: StepContext) -> Outcome:
+    """Step 12: the smoke test (and any task after it)."""
+    if ctx.release.state == ReleaseState.IMPLEMENTING:
+        return Outcome.progress("verification started", transition=ReleaseState.VERIFYING)
+    outcome = run_tasks(env, ctx, tasks_of_step(ctx))
+    if outcome.fail and SMOKE_KEY in str(outcome.fail_evidence.get("task")):
+        outcome.fail = f"smoke test failed: {outcome.fail}"
+    return outcome
+
+
+def collect_signals(env: StepEnv, ctx: StepContext) -> list[Signal]:
+    since = ctx.release.deploy_started_at or ctx.now
+    seen = set(ctx.step.state.get("seen", []))
+    found = [
+        s
+        for result in env.host.hook.detect_failure(release=ctx.release, since=since)
+        for s in result
+    ]
+    return [s for s in found if s.key not in seen and s.at >= since]
+
+
+def step_detect(env: StepEnv, ctx: StepContext) -> Outcome:
+    """Step 13: watch the release for `policy.verify_minutes`; any signal fails it."""
+    until = ctx.step.state.get("until")
+    if until is None:
+        until_at = ctx.now + timedelta(minutes=env.settings.policy.verify_minutes)
+        return Outcome.progress("watch period started", state={"until": until_at.isoformat()})
+    signals = collect_signals(env, ctx)
+    if signals:
+        first = signals[0]
+        return Outcome.failure(
+            f"{first.source}: {first.summary}",
+            {"signals": [s.model_dump(mode="json") for s in signals]},
+        )
+    until_at = datetime.fromisoformat(until)
+    if ctx.now >= until_at:
+        return Outcome.done(
+            f"no failure signal in {env.settings.policy.verify_minutes} minute(s)",
+            transition=ReleaseState.SUCCEEDED,
+        )
+    return Outcome.waiting(
+        f"watching until {until_at:%Y-%m-%d %H:%M}Z", retry_at=min(ctx.now + POLL, until_at)
+    )
+
+
+def step_rollback(env: StepEnv, ctx: StepContext) -> Outcome:
+    """Step 14: roll a failed release back, then return its items to the backlog."""
+    release = ctx.release
+    if release.state not in (ReleaseState.FAILED, ReleaseState.ROLLING_BACK):
+        return Outcome.skipped("the release did not fail")
+    if release.state == ReleaseState.FAILED:
+        rollback = [t for t in ctx.tasks if t.key == ROLLBACK_KEY]
+        return Outcome.progress(
+            f"rolling back: {release.failure_reason}",
+            transition=ReleaseState.ROLLING_BACK,
+            new_tasks=[] if rollback else [rollback_task(env, ctx)],
+        )
+    task = next(t for t in ctx.tasks if t.key == ROLLBACK_KEY)
+    if task.status != TaskStatus.DONE or task.key not in ctx.step.state.get("reported", []):
+        outcome = run_tasks(env, ctx, [task])
+        if outcome.fail:  # a failed rollback job leaves the rollback to a person
+            manual = task.model_copy(update={"kind": "manual", "status": TaskStatus.PENDING})
+            return Outcome.progress(
+                f"rollback job failed ({task.note}); roll back by hand, then: itsm-bridge "
+                f"release task-done {release.id} {ROLLBACK_KEY}",
+                task_updates=[(manual, None)],
+                state={"reported": []},
+            )
+        if outcome.status != "done":
+            return outcome
+    env.host.hook.return_to_backlog(
+        release=release, items=release.scope, reason=release.failure_reason
+    )
+    return Outcome.done(
+        f"rolled back; {len(release.scope)} item(s) returned to the backlog",
+        transition=ReleaseState.ROLLED_BACK,
+    )
+
+
+def rollback_task(env: StepEnv, ctx: StepContext) -> Task:
+    service = env.settings.services.get(ctx.release.service)
+    job = service.jobs.rollback if service else None
+    automated = bool(job and env.implemented("start_job"))
+    return Task(
+        key=ROLLBACK_KEY,
+        name="Roll back",
+        kind="automated" if automated else "manual",
+        order=900,
+        purpose="rollback",
+        job=job if automated else None,
+    )
+
+
+def step_notify(env: StepEnv, ctx: StepContext) -> Outcome:
+    """Step 15: tell the stakeholders, with the notes or the failure."""
+    release = ctx.release
+    notes = (ctx.core.get("notes") or {}).get("markdown", "")
+    if release.failure_reason:
+        subject = f"Rolled back: {release.title}"
+        message = f"The release was rolled back.\n\nReason: {release.failure_reason}\n\n{notes}"
+    else:
+        subject = f"Released: {release.title}"
+        message = notes or subject
+    env.host.hook.notify_stakeholders(release=release, subject=subject, message=message)
+    return Outcome.done(f"stakeholders notified: {subject}")
+
+
+def step_post_mortem(env: StepEnv, ctx: StepContext, timeline: list[Any]) -> Outcome:
+    """Step 16: the post-mortem from the audit trail."""
+    records = [
+        r
+        for result in env.host.hook.post_mortem(release=ctx.release, timeline=timeline)
+        for r in result
+    ]
+    return Outcome.done(f"post-mortem written ({len(records)} record(s))", records=records)
+
+
+def step_service_levels(env: StepEnv, ctx: StepContext) -> Outcome:
+    """Step 17: update service levels with what the release changed."""
+    env.host.hook.update_service_levels(release=ctx.release)
+    plugins = env.implemented("update_service_levels")
+    detail = (
+        f"service levels updated ({', '.join(plugins)})"
+        if plugins
+        else ("no service-level plugin enabled: nothing to update")
+    )
+    return Outcome.done(detail)
+
+
+def step_early_life_support(env: StepEnv, ctx: StepContext) -> Outcome:
+    """Step 18: major releases are watched for `policy.els_days`; others skip it."""
+    state = ctx.release.state
+    if state == ReleaseState.ROLLED_BACK:
+        return Outcome.skipped("the release was rolled back", transition=ReleaseState.CLOSED)
+    if state == ReleaseState.SUCCEEDED and not ctx.release.major:
+        return Outcome.skipped("not a major release", transition=ReleaseState.CLOSED)
+    if state == ReleaseState.SUCCEEDED:
+        until_at = ctx.now + timedelta(days=env.settings.policy.els_days)
+        return Outcome.progress(
+            f"early life support until {until_at:%Y-%m-%d %H:%M}Z",
+            state={"until": until_at.isoformat()},
+            transition=ReleaseState.EARLY_LIFE_SUPPORT,
+        )
+    until_at = datetime.fromisoformat(ctx.step.state["until"])
+    signals = collect_signals(env, ctx)
+    if signals and env.settings.policy.els_auto_rollback:
+        first = signals[0]
+        return Outcome.failure(
+            f"during early life support: {first.source}: {first.summary}",
+            {"signals": [s.model_dump(mode="json") for s in signals]},
+        )
+    if signals:
+        seen = [*ctx.step.state.get("seen", []), *(s.key for s in signals)]
+        summary = "; ".join(f"{s.source}: {s.summary}" for s in signals)
+        env.host.hook.notify_stakeholders(
+            release=ctx.release,
+            subject=f"Incident during early life support: {ctx.release.title}",
+            message=summary,
+        )
+        return Outcome.progress(f"incident reported: {summary}", state={"seen": seen})
+    if ctx.now >= until_at:
+        return Outcome.done("early life support ended", transition=ReleaseState.CLOSED)
+    return Outcome.waiting(
+        f"early life support until {until_at:%Y-%m-%d %H:%M}Z",
+        retry_at=min(ctx.now + timedelta(minutes=5), until_at),
+    )

@@ -1,0 +1,594 @@
+"""The store: every read and write of the bridge's state, one transaction at a time.
+
+`Store.begin()` yields a `Tx`; everything done through it commits together or not at all, so
+a step's outcome (status, external references, events, release fields) is never half-written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from itsm_bridge.errors import ConfigError
+from itsm_bridge.models import (
+    Approval,
+    BacklogItem,
+    Event,
+    ExternalRecord,
+    Impact,
+    JobRef,
+    Release,
+    ReleaseState,
+    ReleaseType,
+    Task,
+    TaskStatus,
+    utcnow,
+)
+from itsm_bridge.store import schema as t
+
+log = logging.getLogger(__name__)
+
+# Keys of `releases.data` that are fields of the Release model (the rest is core-only state).
+MODEL_DATA_KEYS = ("approval", "scope", "impact", "failure_reason")
+
+
+@dataclass
+class StepRow:
+    """The persisted status of one of the 18 steps of a release."""
+
+    number: int
+    name: str
+    status: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    detail: str = ""
+    attempts: int = 0
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "name": self.name,
+            "status": self.status,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "detail": self.detail,
+        }
+
+
+def _engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(
+            "database: not a database URL; use sqlite:///path/bridge.db or "
+            "postgresql+psycopg://user@host/db"
+        ) from exc
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        # The recipe from SQLAlchemy's SQLite notes: stop pysqlite from deferring BEGIN, and
+        # take the write lock up front so two processes never deadlock on lock upgrades.
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if parsed.get_backend_name() != "postgresql":
+        raise ConfigError("database: only sqlite and postgresql+psycopg URLs are supported")
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option(
+        "script_location", str(resources.files("itsm_bridge.store") / "migrations")
+    )
+    config.attributes["connection"] = connection
+    return config
+
+
+class Store:
+    """The bridge's database (SQLite or PostgreSQL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _engine(url)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def upgrade(self) -> None:
+        """Apply every pending migration (idempotent)."""
+        with self.engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), "head")
+
+    def needs_upgrade(self) -> bool:
+        with self.engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+            head = ScriptDirectory.from_config(_alembic_config(connection)).get_current_head()
+        return current != head
+
+    @contextmanager
+    def begin(self) -> Iterator[Tx]:
+        with self.engine.begin() as connection:
+            yield Tx(connection)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str, *, upgrade: bool = True) -> Store:
+    """Open the database and bring its schema up to date."""
+    store = Store(url)
+    if upgrade:
+        store.upgrade()
+    return store
+
+
+class Tx:
+    """One transaction's view of the store."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.conn = connection
+
+    # -- releases ------------------------------------------------------------------------
+    def insert_release(self, release: Release, steps: list[tuple[int, str]]) -> None:
+        now = utcnow()
+        self.conn.execute(
+            t.releases.insert().values(
+                **_release_columns(release),
+                data=_model_data(release),
+                created_at=release.created_at,
+                updated_at=now,
+                next_run_at=now,
+            )
+        )
+        self.conn.execute(
+            t.steps.insert(),
+            [
+                {
+                    "release_id": release.id,
+                    "number": n,
+                    "name": name,
+                    "status": "pending",
+                    "state": {},
+                }
+                for n, name in steps
+            ],
+        )
+
+    def release(self, release_id: str) -> Release | None:
+        row = (
+            self.conn.execute(sa.select(t.releases).where(t.releases.c.id == release_id))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        return _release_from_row(row, self.records(release_id))
+
+    def find_release_id(self, prefix: str) -> list[str]:
+        """Release ids equal to, or starting with, `prefix` (for short ids on the CLI)."""
+        exact = (
+            self.conn.execute(sa.select(t.releases.c.id).where(t.releases.c.id == prefix))
+            .scalars()
+            .all()
+        )
+        if exact:
+            return list(exact)
+        return list(
+            self.conn.execute(
+                sa.select(t.releases.c.id).where(t.releases.c.id.startswith(prefix)).limit(5)
+            ).scalars()
+        )
+
+    def list_releases(self, state: str | None = None, limit: int | None = None) -> list[Release]:
+        query = sa.select(t.releases).order_by(t.releases.c.created_at.desc(), t.releases.c.id)
+        if state:
+            query = query.where(t.releases.c.state == state)
+        if limit:
+            query = query.limit(limit)
+        return [_release_from_row(row, []) for row in self.conn.execute(query).mappings()]
+
+    def update_release(self, release: Release) -> None:
+        """Write the release's fields (records are written with `add_record`)."""
+        current = self.core_data(release.id)
+        current.update(_model_data(release))
+        self.conn.execute(
+            t.releases.update()
+            .where(t.releases.c.id == release.id)
+            .values(**_release_columns(release), data=current, updated_at=utcnow())
+        )
+
+    def core_data(self, release_id: str) -> dict[str, Any]:
+        value = self.conn.execute(
+            sa.select(t.releases.c.data).where(t.releases.c.id == release_id)
+        ).scalar_one()
+        return dict(value or {})
+
+    def set_core_data(self, release_id: str, **values: Any) -> None:
+        data = self.core_data(release_id)
+        data.update(values)
+        self.conn.execute(
+            t.releases.update().where(t.releases.c.id == release_id).values(data=data)
+        )
+
+    # -- scheduling and leases -----------------------------------------------------------
+    def set_next_run(self, release_id: str, at: datetime | None) -> None:
+        self.conn.execute(
+            t.releases.update().where(t.releases.c.id == release_id).values(next_run_at=at)
+        )
+
+    def due_release_ids(self, now: datetime, limit: int = 100) -> list[str]:
+        query = (
+            sa.select(t.releases.c.id)
+            .where(t.releases.c.next_run_at.is_not(None), t.releases.c.next_run_at <= now)
+            .order_by(t.releases.c.next_run_at)
+            .limit(limit)
+        )
+        return list(self.conn.execute(query).scalars())
+
+    def lease_release(self, release_id: str, owner: str, ttl: timedelta) -> bool:
+        """Take (or renew) the row lease of a release; False when another owner holds it."""
+        now = utcnow()
+        c = t.releases.c
+        result = self.conn.execute(
+            t.releases.update()
+            .where(
+                c.id == release_id,
+                sa.or_(c.lease_owner.is_(None), c.lease_owner == owner, c.lease_expires_at < now),
+            )
+            .values(lease_owner=owner, lease_expires_at=now + ttl)
+        )
+        return result.rowcount == 1
+
+    def drop_release_lease(self, release_id: str, owner: str) -> None:
+        c = t.releases.c
+        self.conn.execute(
+            t.releases.update()
+            .where(c.id == release_id, c.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+
+    def take_lease(self, name: str, owner: str, ttl: timedelta) -> bool:
+        """A named lease (the pollers' leader lock); False when another owner holds it."""
+        now = utcnow()
+        c = t.leases.c
+        updated = self.conn.execute(
+            t.leases.update()
+            .where(c.name == name, sa.or_(c.owner == owner, c.expires_at < now))
+            .values(owner=owner, expires_at=now + ttl)
+        )
+        if updated.rowcount == 1:
+            return True
+        exists = self.conn.execute(sa.select(c.name).where(c.name == name)).first()
+        if exists:
+            return False
+        self.conn.execute(t.leases.insert().values(name=name, owner=owner, expires_at=now + ttl))
+        return True
+
+    # -- steps ---------------------------------------------------------------------------
+    def steps(self, release_id: str) -> list[StepRow]:
+        rows = self.conn.execute(
+            sa.select(t.steps).where(t.steps.c.release_id == release_id).order_by(t.steps.c.number)
+        ).mappings()
+        return [
+            StepRow(
+                number=r["number"],
+                name=r["name"],
+                status=r["status"],
+                started_at=r["started_at"],
+                finished_at=r["finished_at"],
+                detail=r["detail"],
+                attempts=r["attempts"],
+                state=dict(r["state"] or {}),
+            )
+            for r in rows
+        ]
+
+    def save_step(self, release_id: str, step: StepRow) -> None:
+        self.conn.execute(
+            t.steps.update()
+            .where(t.steps.c.release_id == release_id, t.steps.c.number == step.number)
+            .values(
+                status=step.status,
+                started_at=step.started_at,
+                finished_at=step.finished_at,
+                detail=step.detail[:4000],
+                attempts=step.attempts,
+                state=step.state,
+            )
+        )
+
+    # -- tasks ---------------------------------------------------------------------------
+    def tasks(self, release_id: str) -> list[Task]:
+        rows = self.conn.execute(
+            sa.select(t.tasks)
+            .where(t.tasks.c.release_id == release_id)
+            .order_by(t.tasks.c.position)
+        ).mappings()
+        return [
+            Task(
+                **r["spec"],
+                status=TaskStatus(r["status"]),
+                record=ExternalRecord(**r["record"]) if r["record"] else None,
+                note=r["note"],
+            )
+            for r in rows
+        ]
+
+    def task_job(self, release_id: str, key: str) -> JobRef | None:
+        value = self.conn.execute(
+            sa.select(t.tasks.c.job).where(t.tasks.c.release_id == release_id, t.tasks.c.key == key)
+        ).scalar_one_or_none()
+        return JobRef(**value) if value else None
+
+    def insert_tasks(self, release_id: str, tasks: list[Task]) -> None:
+        existing = {task.key for task in self.tasks(release_id)}
+        rows = [
+            {
+                "release_id": release_id,
+                "key": task.key,
+                "position": len(existing) + index,
+                "spec": task.model_dump(mode="json", exclude={"status", "record", "note"}),
+                "status": task.status.value,
+                "record": None,
+                "note": "",
+            }
+            for index, task in enumerate(tasks)
+            if task.key not in existing
+        ]
+        if rows:
+            self.conn.execute(t.tasks.insert(), rows)
+
+    def save_task(self, release_id: str, task: Task, job: JobRef | None = None) -> None:
+        values: dict[str, Any] = {
+            "status": task.status.value,
+            "record": task.record.model_dump(mode="json") if task.record else None,
+            "note": task.note,
+        }
+        if job is not None:
+            values["job"] = job.model_dump(mode="json")
+        now = utcnow()
+        if task.status == TaskStatus.RUNNING:
+            values["started_at"] = sa.func.coalesce(t.tasks.c.started_at, now)
+        if task.status in (TaskStatus.DONE, TaskStatus.FAILED):
+            values["finished_at"] = now
+        self.conn.execute(
+            t.tasks.update()
+            .where(t.tasks.c.release_id == release_id, t.tasks.c.key == task.key)
+            .values(**values)
+        )
+
+    # -- external records ----------------------------------------------------------------
+    def records(self, release_id: str) -> list[ExternalRecord]:
+        rows = self.conn.execute(
+            sa.select(t.records)
+            .where(t.records.c.release_id == release_id)
+            .order_by(t.records.c.id)
+        ).mappings()
+        return [
+            ExternalRecord(
+                system=r["system"],
+                kind=r["kind"],
+                id=r["external_id"],
+                number=r["number"],
+                url=r["url"],
+                key=r["key"] or None,
+            )
+            for r in rows
+        ]
+
+    def add_record(self, release_id: str, record: ExternalRecord) -> bool:
+        """Remember an external record once; False when it was already known."""
+        c = t.records.c
+        key = record.key or ""
+        exists = self.conn.execute(
+            sa.select(c.id).where(
+                c.release_id == release_id,
+                c.system == record.system,
+                c.kind == record.kind,
+                c.key == key,
+                c.external_id == record.id,
+            )
+        ).first()
+        if exists:
+            return False
+        self.conn.execute(
+            t.records.insert().values(
+                release_id=release_id,
+                system=record.system,
+                kind=record.kind,
+                key=key,
+                external_id=record.id,
+                number=record.number,
+                url=record.url,
+            )
+        )
+        return True
+
+    # -- audit trail ---------------------------------------------------------------------
+    def add_event(self, release_id: str, event: Event) -> None:
+        self.conn.execute(
+            t.events.insert().values(
+                release_id=release_id,
+                at=event.at,
+                actor=event.actor,
+                kind=event.kind,
+                message=event.message,
+                evidence=event.evidence,
+            )
+        )
+
+    def events(self, release_id: str, limit: int | None = None) -> list[Event]:
+        """The audit trail, oldest first (the newest `limit` when given)."""
+        query = sa.select(t.events).where(t.events.c.release_id == release_id)
+        if limit:
+            query = query.order_by(t.events.c.id.desc()).limit(limit)
+        else:
+            query = query.order_by(t.events.c.id)
+        rows = list(self.conn.execute(query).mappings())
+        if limit:
+            rows.reverse()
+        return [
+            Event(
+                at=r["at"],
+                actor=r["actor"],
+                kind=r["kind"],
+                message=r["message"],
+                evidence=r["evidence"] or {},
+            )
+            for r in rows
+        ]
+
+    def events_after(self, release_id: str, after_id: int) -> list[tuple[int, Event]]:
+        """Events with an id above `after_id` (the outbox of `release_changed`)."""
+        rows = self.conn.execute(
+            sa.select(t.events)
+            .where(t.events.c.release_id == release_id, t.events.c.id > after_id)
+            .order_by(t.events.c.id)
+        ).mappings()
+        return [
+            (
+                r["id"],
+                Event(
+                    at=r["at"],
+                    actor=r["actor"],
+                    kind=r["kind"],
+                    message=r["message"],
+                    evidence=r["evidence"] or {},
+                ),
+            )
+            for r in rows
+        ]
+
+    def count_events(self, release_id: str) -> int:
+        return int(
+            self.conn.execute(
+                sa.select(sa.func.count()).where(t.events.c.release_id == release_id)
+            ).scalar_one()
+        )
+
+    # -- inbox ---------------------------------------------------------------------------
+    def inbox_add(self, source: str, dedupe_key: str, kind: str, payload: dict[str, Any]) -> bool:
+        """Store an inbound event once; False when its dedupe key was seen before."""
+        exists = self.conn.execute(
+            sa.select(t.inbox.c.id).where(t.inbox.c.dedupe_key == dedupe_key)
+        ).first()
+        if exists:
+            return False
+        self.conn.execute(
+            t.inbox.insert().values(
+                source=source,
+                dedupe_key=dedupe_key,
+                kind=kind,
+                payload=payload,
+                received_at=utcnow(),
+            )
+        )
+        return True
+
+    def inbox_pending(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            sa.select(t.inbox)
+            .where(t.inbox.c.processed_at.is_(None))
+            .order_by(t.inbox.c.id)
+            .limit(limit)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+    def inbox_done(self, inbox_id: int, release_id: str | None, outcome: str) -> None:
+        self.conn.execute(
+            t.inbox.update()
+            .where(t.inbox.c.id == inbox_id)
+            .values(processed_at=utcnow(), release_id=release_id, outcome=outcome[:2000])
+        )
+
+    # -- poller cursors ------------------------------------------------------------------
+    def cursor(self, name: str) -> str | None:
+        return self.conn.execute(
+            sa.select(t.cursors.c.value).where(t.cursors.c.name == name)
+        ).scalar_one_or_none()
+
+    def set_cursor(self, name: str, value: str | None) -> None:
+        now = utcnow()
+        updated = self.conn.execute(
+            t.cursors.update().where(t.cursors.c.name == name).values(value=value, updated_at=now)
+        )
+        if updated.rowcount == 0:
+            self.conn.execute(t.cursors.insert().values(name=name, value=value, updated_at=now))
+
+
+def _release_columns(release: Release) -> dict[str, Any]:
+    return {
+        "id": release.id,
+        "service": release.service,
+        "version": release.version,
+        "name": release.name,
+        "type": release.type.value,
+        "major": release.major,
+        "state": release.state.value,
+        "not_before": release.not_before,
+        "duration_seconds": int(release.duration.total_seconds()),
+        "reason": release.reason,
+        "window_start": release.window_start,
+        "window_end": release.window_end,
+        "deploy_started_at": release.deploy_started_at,
+    }
+
+
+def _model_data(release: Release) -> dict[str, Any]:
+    dumped = release.model_dump(mode="json", include=set(MODEL_DATA_KEYS))
+    return dumped
+
+
+def _release_from_row(row: Any, records: list[ExternalRecord]) -> Release:
+    data = row["data"] or {}
+    return Release(
+        id=row["id"],
+        service=row["service"],
+        version=row["version"],
+        name=row["name"],
+        type=ReleaseType(row["type"]),
+        major=row["major"],
+        state=ReleaseState(row["state"]),
+        not_before=row["not_before"],
+        duration=timedelta(seconds=row["duration_seconds"]),
+        reason=row["reason"],
+        window_start=row["window_start"],
+        window_end=row["window_end"],
+        deploy_started_at=row["deploy_started_at"],
+        created_at=row["created_at"],
+        records=records,
+        approval=Approval(**data["approval"]) if data.get("approval") else None,
+        scope=[BacklogItem(**item) for item in data.get("scope") or []],
+        impact=Impact(**data["impact"]) if data.get("impact") else None,
+        failure_reason=data.get("failure_reason") or "",
+    )

@@ -1,0 +1,312 @@
+"""The acceptance flows of the release process through the CLI, with default plugins only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from itsm_bridge.cli import main
+
+SERVICE = {
+    "ci": "payments-api",
+    "stakeholders": ["payments-team@acme.com"],
+    "jobs": {
+        "build": "payments/build",
+        "deploy": "payments/deploy",
+        "smoke_test": "payments/smoke",
+        "rollback": "payments/rollback",
+    },
+    "tasks": [
+        {
+            "name": "Stop database",
+            "kind": "manual",
+            "group": "Database Administration",
+            "before": "deploy",
+        },
+        {
+            "name": "Start database",
+            "kind": "manual",
+            "group": "Database Administration",
+            "after": "deploy",
+        },
+    ],
+}
+
+
+class Bridge:
+    """Runs `itsm-bridge -c <config>` in-process and returns (exit code, stdout)."""
+
+    def __init__(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], **overrides: Any):
+        config: dict[str, Any] = {
+            "database": f"sqlite:///{tmp_path}/bridge.db",
+            "data_dir": str(tmp_path / "data"),
+            "services": {"payments": SERVICE},
+            "policy": {"verify_minutes": 0},
+        }
+        config.update(overrides)
+        self.path = tmp_path / "bridge.yaml"
+        self.path.write_text(yaml.safe_dump(config))
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str]:
+        self.capsys.readouterr()
+        code = main(["-c", str(self.path), *args])
+        out = self.capsys.readouterr()
+        self.last_err = out.err
+        return code, out.out
+
+    def ok(self, *args: str) -> str:
+        code, out = self(*args)
+        assert code == 0, f"{args}: exit {code}: {self.last_err}"
+        return out
+
+    def show(self, release_id: str) -> dict[str, Any]:
+        return json.loads(self.ok("release", "show", release_id, "--json"))
+
+    def steps(self, release_id: str) -> dict[str, str]:
+        return {s["name"]: s["status"] for s in self.show(release_id)["steps"]}
+
+
+@pytest.fixture
+def bridge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Bridge:
+    return Bridge(tmp_path, capsys)
+
+
+def deploy_and_smoke(bridge: Bridge, rid: str) -> None:
+    for task in ("stop-database", "deploy", "start-database", "smoke-test"):
+        bridge.ok("release", "task-done", rid, task, "--note", f"{task} ok")
+        bridge.ok("sync", "--once")
+
+
+def test_release_goes_to_closed_with_default_plugins_only(bridge: Bridge) -> None:
+    rid = bridge.ok("release", "create", "--service", "payments", "--version", "1.0.0").strip()
+    bridge.ok("sync", "--once")
+    assert bridge.show(rid)["state"] == "planned"
+    assert bridge.steps(rid)["evaluate"] == "waiting"
+    bridge.ok("release", "approve", rid, "--note", "CAB ok")
+    bridge.ok("sync", "--once")
+    data = bridge.show(rid)
+    assert data["state"] == "implementing"
+    assert [t["key"] for t in data["tasks"]] == [
+        "stop-database",
+        "deploy",
+        "start-database",
+        "smoke-test",
+    ]
+    assert {t["kind"] for t in data["tasks"]} == {"manual"}
+    deploy_and_smoke(bridge, rid)
+    data = bridge.show(rid)
+    assert data["state"] == "closed", data["steps"]
+    for step in data["steps"]:
+        assert step["status"] in {"done", "skipped"}, step
+        assert step["detail"], step
+        assert step["finished_at"]
+    states = [e["message"] for e in data["events"] if e["kind"] == "state"]
+    assert [s.split(":")[0] for s in states] == [
+        "planned -> scheduled",
+        "scheduled -> implementing",
+        "implementing -> verifying",
+        "verifying -> succeeded",
+        "succeeded -> closed",
+    ]
+    assert bridge.steps(rid)["rollback"] == "skipped"
+    assert bridge.steps(rid)["early_life_support"] == "skipped"
+    assert "# payments 1.0.0" in bridge.ok("release", "notes", rid)
+    assert "<h1>" in bridge.ok("release", "notes", rid, "--format", "html")
+
+
+def test_rollback_ends_rolled_back_then_closed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bridge = Bridge(tmp_path, capsys, policy={"verify_minutes": 30})
+    rid = bridge.ok("release", "create", "--service", "payments", "--version", "1.1.0").strip()
+    bridge.ok("sync", "--once")
+    bridge.ok("release", "approve", rid)
+    bridge.ok("sync", "--once")
+    deploy_and_smoke(bridge, rid)
+    assert bridge.show(rid)["state"] == "verifying"
+    bridge.ok("release", "rollback", rid, "--reason", "error rate above 5%")
+    bridge.ok("sync", "--once")
+    data = bridge.show(rid)
+    assert data["state"] == "rolling_back"
+    assert data["tasks"][-1]["key"] == "rollback"
+    assert data["tasks"][-1]["kind"] == "manual"  # no deployment plugin
+    bridge.ok("release", "task-done", rid, "rollback")
+    bridge.ok("sync", "--once")
+    data = bridge.show(rid)
+    assert data["state"] == "closed"
+    steps = {s["name"]: s for s in data["steps"]}
+    assert steps["rollback"]["status"] == "done"
+    assert all(steps[n]["status"] == "done" for n in ("notify", "post_mortem", "service_levels"))
+    assert steps["early_life_support"]["status"] == "skipped"
+    assert steps["detect"]["status"] == "failed"
+    states = [e["message"].split(":")[0] for e in data["events"] if e["kind"] == "state"]
+    assert states[-4:] == [
+        "verifying -> failed",
+        "failed -> rolling_back",
+        "rolling_back -> rolled_back",
+        "rolled_back -> closed",
+    ]
+    assert data["failure_reason"] == "rollback requested: error rate above 5%"
+    post_mortem = next(r for r in data["records"] if r["kind"] == "post_mortem")
+    assert "error rate above 5%" in Path(post_mortem["id"]).read_text()
+
+
+def test_rollback_before_deployment_is_refused(bridge: Bridge) -> None:
+    rid = bridge.ok("release", "create", "--service", "payments", "--version", "1.0.0").strip()
+    code, _ = bridge("release", "rollback", rid, "--reason", "x")
+    assert code == 2
+    assert "cancel" in bridge.last_err
+
+
+def test_cancel_before_deployment(bridge: Bridge) -> None:
+    rid = bridge.ok("release", "create", "--service", "payments", "--version", "1.0.0").strip()
+    bridge.ok("sync", "--once")
+    bridge.ok("release", "cancel", rid, "--reason", "superseded by 1.0.1")
+    data = bridge.show(rid)
+    assert data["state"] == "cancelled"
+    assert all(s["status"] in {"done", "skipped"} for s in data["steps"])
+    bridge.ok("sync", "--once")
+    assert bridge.show(rid)["state"] == "cancelled"
+
+
+def test_rejection_blocks_and_approval_unblocks(bridge: Bridge) -> None:
+    rid = bridge.ok("release", "create", "--service", "payments", "--version", "1.0.0").strip()
+    bridge.ok("sync", "--once")
+    bridge.ok("release", "approve", rid, "--reject", "--note", "no back-out test")
+    bridge.ok("sync", "--once")
+    data = bridge.show(rid)
+    assert data["state"] == "blocked"
+    assert "no back-out test" in {s["name"]: s for s in data["steps"]}["evaluate"]["detail"]
+    bridge.ok("release", "approve", rid)
+    bridge.ok("sync", "--once")
+    assert bridge.show(rid)["state"] == "implementing"
+
+
+FREEZE_WINDOWS = {
+    "timezone": "Europe/Berlin",
+    "maintenance": [
+        {"name": "Weekly", "rrule": "FREQ=WEEKLY;BYDAY=SA;BYHOUR=22;BYMINUTE=0", "duration": "4h"}
+    ],
+    "freezes": [{"name": "Year end", "start": "2026-12-15", "end": "2027-01-05"}],
+}
+
+
+def test_normal_release_inside_a_freeze_waits_for_next_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bridge = Bridge(tmp_path, capsys, windows=FREEZE_WINDOWS)
+    rid = bridge.ok(
+        "release",
+        "create",
+        "--service",
+        "payments",
+        "--version",
+        "2.0.0",
+        "--not-before",
+        "2026-12-20T10:00:00+01:00",
+        "--duration",
+        "2h",
+    ).strip()
+    bridge.ok("sync", "--once")
+    data = bridge.show(rid)
+    # first Saturday after the freeze (ends 2027-01-05 inclusive): 2027-01-09 22:00 CET
+    assert data["window_start"] == "2027-01-09T21:00:00Z"
+    assert data["window_end"] == "2027-01-09T23:00:00Z"
+
+
+def test_emergency_release_breaks_the_freeze_with_its_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bridge = Bridge(tmp_path, capsys, windows=FREEZE_WINDOWS)
+    rid = bridge.ok(
+        "release",
+        "create",
+        "--service",
+        "payments",
+        "--version",
+        "2.0.1",
+        "--type",
+        "emergency",
+        "--reason",
+        "CVE-2026-1234 actively exploited",
+        "--not-before",
+        "2026-12-20T10:00:00+01:00",
+    ).strip()
+    bridge.ok("sync", "--once")
+    data = bridge.show(rid)
+    assert data["window_start"] == "2026-12-20T09:00:00Z"
+    exception = next(e for e in data["events"] if e["kind"] == "exception")
+    assert "Year end" in exception["message"]
+    assert "CVE-2026-1234" in exception["message"]
+    assert exception["evidence"]["freezes"] == ["Year end"]
+
+
+def test_emergency_without_reason_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bridge = Bridge(tmp_path, capsys, windows=FREEZE_WINDOWS)
+    code, _ = bridge(
+        "release", "create", "--service", "payments", "--version", "2.0.1", "--type", "emergency"
+    )
+    assert code == 2
+    assert "--reason" in bridge.last_err
+    assert json.loads(bridge.ok("release", "list", "--json")) == []
+
+
+def test_unknown_service_and_bad_options_exit_2(bridge: Bridge) -> None:
+    assert bridge("release", "create", "--service", "nope", "--version", "1")[0] == 2
+    assert (
+        bridge(
+            "release", "create", "--service", "payments", "--version", "1", "--duration", "forever"
+        )[0]
+        == 2
+    )
+    assert (
+        bridge(
+            "release",
+            "create",
+            "--service",
+            "payments",
+            "--version",
+            "1",
+            "--not-before",
+            "2026-12-20T10:00:00",
+        )[0]
+        == 2
+    )
+    assert bridge("release", "show", "rel-none")[0] == 1
+
+
+def test_task_done_errors(bridge: Bridge) -> None:
+    rid = bridge.ok("release", "create", "--service", "payments", "--version", "1.0.0").strip()
+    bridge.ok("sync", "--once")
+    code, _ = bridge("release", "task-done", rid, "no-such-task")
+    assert code == 2
+    assert "stop-database" in bridge.last_err
+
+
+def test_plan_is_a_dry_run(bridge: Bridge, tmp_path: Path) -> None:
+    rid = bridge.ok("release", "create", "--service", "payments", "--version", "1.0.0").strip()
+    db = tmp_path / "bridge.db"
+    before = json.dumps(bridge.show(rid))
+    mtime = db.stat().st_mtime_ns
+    out = bridge.ok("release", "plan", rid)
+    assert "create_change(release=" + rid in out
+    assert "approval_status(release=" + rid + ") -> default.approval" in out
+    assert "RELEASE_ID" in out
+    assert db.stat().st_mtime_ns == mtime
+    assert json.dumps(bridge.show(rid)) == before
+
+
+def test_list_filters_by_state(bridge: Bridge) -> None:
+    first = bridge.ok("release", "create", "--service", "payments", "--version", "1").strip()
+    bridge.ok("release", "create", "--service", "payments", "--version", "2")
+    bridge.ok("release", "cancel", first, "--reason", "dup")
+    cancelled = json.loads(bridge.ok("release", "list", "--state", "cancelled", "--json"))
+    assert [r["id"] for r in cancelled] == [first]
+    assert "payments" in bridge.ok("release", "list")
