@@ -94,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Modules that add sub-commands: each exposes `register(subparsers)`."""
     from itsm_bridge import cli_release
+    from itsm_bridge.sandbox import cli as sandbox_cli
 
-    return [cli_release.register, *_EXTENSIONS]
+    return [cli_release.register, sandbox_cli.register, *_EXTENSIONS]
 
 
 _EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []

@@ -22,7 +22,7 @@ from itsm_bridge.models import (
     ReleaseType,
     TaskStatus,
 )
-from itsm_bridge.process import LEASE_TTL, Process
+from itsm_bridge.process import Process
 from itsm_bridge.store import Tx
 from itsm_bridge.windows import parse_duration
 
@@ -47,7 +47,7 @@ class ReleaseCommands:
         deadline = time.monotonic() + LEASE_WAIT_SECONDS
         while True:
             with self.store.begin() as tx:
-                if tx.lease_release(full_id, self.process.owner, LEASE_TTL):
+                if tx.lease_release(full_id, self.process.owner, self.process.lease_ttl):
                     break
             if time.monotonic() > deadline:
                 raise OperationFailed(f"release {full_id} is busy (a step is running); try again")

@@ -33,8 +33,6 @@ from itsm_bridge.store import StepRow, Store
 log = logging.getLogger(__name__)
 
 ACTOR = "itsm-bridge"
-LEASE_TTL = timedelta(minutes=5)
-POLL = timedelta(seconds=30)
 MAX_STEPS_PER_ADVANCE = 200
 TRANSIENT = (TransientError, requests.ConnectionError, requests.Timeout)
 
@@ -50,6 +48,7 @@ class Process:
         *,
         clock: Callable[[], datetime] = utcnow,
         owner: str | None = None,
+        lease_ttl: timedelta | None = None,
     ) -> None:
         self.store = store
         self.host = host
@@ -57,6 +56,7 @@ class Process:
         self.clock = clock
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.env = StepEnv(host, settings)
+        self.lease_ttl = lease_ttl or timedelta(seconds=settings.server.lease_seconds)
 
     # -- running ---------------------------------------------------------------------------
     def run_due(self, limit: int = 100) -> list[str]:
@@ -75,7 +75,7 @@ class Process:
     def advance(self, release_id: str) -> bool:
         """Run the release's due steps until each waits; False when another owner holds it."""
         with self.store.begin() as tx:
-            if not tx.lease_release(release_id, self.owner, LEASE_TTL):
+            if not tx.lease_release(release_id, self.owner, self.lease_ttl):
                 return False
         try:
             self.deliver_events(release_id)
@@ -125,7 +125,7 @@ class Process:
             build_state = next((s.state for s in steps if s.number == 4), {})
         outcome = self._call_step(ctx, timeline, build_state)
         if outcome.status == "waiting" and outcome.retry_at is None:
-            outcome.retry_at = now + POLL
+            outcome.retry_at = now + self.env.poll
         self._commit(ctx, outcome)
         return step.number, outcome
 

@@ -46,6 +46,7 @@ class StrictModel(BaseModel):
 class ServerSettings(StrictModel):
     listen: str = "127.0.0.1:8765"
     token: SecretStr | None = None
+    lease_seconds: int = Field(default=300, ge=1)
 
     @field_validator("listen")
     @classmethod
@@ -179,6 +180,7 @@ class PolicySettings(StrictModel):
     max_failed_tests: int = Field(default=0, ge=0)
     default_duration: str = "1h"
     retry_limit: int = Field(default=8, ge=1)
+    poll_seconds: int = Field(default=30, ge=0)
 
     _check_duration = field_validator("default_duration")(_duration)
 

@@ -35,6 +35,11 @@ class StepEnv:
     host: PluginHost
     settings: BridgeSettings
 
+    @property
+    def poll(self) -> timedelta:
+        """How long a waiting step waits before it asks its plugin again."""
+        return timedelta(seconds=self.settings.policy.poll_seconds)
+
     def implemented(self, hook: str, *, defaults: bool = False) -> list[str]:
         """Names of the plugins implementing `hook` (without the defaults unless asked)."""
         caller = getattr(self.host.hook, hook)

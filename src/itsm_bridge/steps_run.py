@@ -15,7 +15,6 @@ from itsm_bridge.models import JobRef, JobState, ReleaseState, Signal, Task, Tas
 from itsm_bridge.outcome import Outcome, StepContext
 from itsm_bridge.steps_plan import ROLLBACK_KEY, SMOKE_KEY, StepEnv
 
-POLL = timedelta(seconds=30)
 SMOKE_ORDER = 200
 
 
@@ -62,7 +61,7 @@ def wait_for_manual_task(env: StepEnv, ctx: StepContext, task: Task) -> Outcome:
     return Outcome.waiting(
         f"waiting for manual task {task.name}{group}: "
         f"itsm-bridge release task-done {ctx.release.id} {task.key}{where}",
-        retry_at=ctx.now + POLL,
+        retry_at=ctx.now + env.poll,
     )
 
 
@@ -94,7 +93,9 @@ def run_automated_task(env: StepEnv, ctx: StepContext, task: Task, job: JobRef |
             task_updates=[(running, ref)],
         )
     if status is None or not status.finished:
-        return Outcome.waiting(f"task {task.name}: job {ref.job} running", retry_at=ctx.now + POLL)
+        return Outcome.waiting(
+            f"task {task.name}: job {ref.job} running", retry_at=ctx.now + env.poll
+        )
     ok = status.state == JobState.SUCCEEDED or (
         status.state == JobState.UNSTABLE and purpose not in {"smoke_test"}
     )
@@ -169,7 +170,7 @@ def step_detect(env: StepEnv, ctx: StepContext) -> Outcome:
             transition=ReleaseState.SUCCEEDED,
         )
     return Outcome.waiting(
-        f"watching until {until_at:%Y-%m-%d %H:%M}Z", retry_at=min(ctx.now + POLL, until_at)
+        f"watching until {until_at:%Y-%m-%d %H:%M}Z", retry_at=min(ctx.now + env.poll, until_at)
     )
 
 

@@ -1,0 +1,127 @@
+"""Loading the `jenkins:` part of the sandbox seed into a `JenkinsModel`.
+
+Format (see the `jenkins:` part of config/sandbox-seed.yaml)::
+
+    jenkins:
+      user: sandbox            # optional: credentials (constructor arguments otherwise)
+      password: sandbox
+      api_token: sandbox       # optional, defaults to the password
+      quiet_period: 0.2        # default queue delay (seconds) of every job
+      duration: 0.5            # default build duration (seconds)
+      notify_url: http://...   # optional Notification plugin endpoint for every job, or
+      notifications: [{url, event: all, log: 0, notes: "", headers: {}, retries: 0}]
+      jobs:
+        - name: payments/build           # folders are created from the path
+          type: pipeline                 # or freestyle
+          description: ...
+          parameters: [RELEASE_ID, {name: SERVICE, default: payments, description: ...}]
+          result: SUCCESS                # SUCCESS | UNSTABLE | FAILURE | ABORTED | NOT_BUILT
+          duration: 1.0
+          queue_delay: 0.2
+          tests: {passed: 42, failed: 0, skipped: 2}   # omit: the build records no tests
+          log: ["extra console line", ...]
+          disabled: false
+          notify_url: ...                # or notifications: [...]; replaces the global ones
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from itsm_bridge.sandbox.jenkins.model import (
+    Endpoint,
+    JenkinsModel,
+    Outcome,
+    ParamDef,
+    TestSpec,
+)
+
+TOP_KEYS = {
+    "user",
+    "password",
+    "api_token",
+    "quiet_period",
+    "duration",
+    "notify_url",
+    "notifications",
+    "jobs",
+}
+JOB_KEYS = {
+    "name",
+    "type",
+    "description",
+    "parameters",
+    "result",
+    "duration",
+    "queue_delay",
+    "tests",
+    "log",
+    "disabled",
+    "notify_url",
+    "notifications",
+}
+KINDS = ("pipeline", "freestyle")
+
+
+def section(seed: dict[str, Any] | None) -> dict[str, Any]:
+    """The Jenkins part of a seed: accepts the whole seed (`{jenkins: ...}`) or the part."""
+    if not seed:
+        return {}
+    part = seed.get("jenkins", seed) if isinstance(seed, dict) else None
+    if not isinstance(part, dict):
+        raise ValueError("jenkins seed must be a mapping")
+    return part
+
+
+def endpoints(spec: dict[str, Any], where: str) -> list[Endpoint]:
+    found: list[Endpoint] = []
+    if spec.get("notify_url"):
+        found.append(Endpoint(str(spec["notify_url"])))
+    for entry in spec.get("notifications") or []:
+        try:
+            found.append(Endpoint.from_value(entry))
+        except ValueError as exc:
+            raise ValueError(f"{where}.notifications: {exc}") from exc
+    return found
+
+
+def load(model: JenkinsModel, seed: dict[str, Any] | None) -> dict[str, Any]:
+    """Create the seeded jobs; returns the section (for credentials)."""
+    spec = section(seed)
+    unknown = set(spec) - TOP_KEYS
+    if unknown:
+        raise ValueError(f"jenkins seed: unknown keys {sorted(unknown)}; known: {sorted(TOP_KEYS)}")
+    quiet = float(spec.get("quiet_period", 0.2))
+    duration = float(spec.get("duration", 0.5))
+    model.endpoints = endpoints(spec, "jenkins")
+    for index, job in enumerate(spec.get("jobs") or []):
+        where = f"jenkins.jobs[{index}]"
+        if not isinstance(job, dict) or "name" not in job:
+            raise ValueError(f"{where}: a job needs a name")
+        unknown = set(job) - JOB_KEYS
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(JOB_KEYS)}")
+        kind = str(job.get("type", "pipeline"))
+        if kind not in KINDS:
+            raise ValueError(f"{where}.type must be one of {KINDS}, got {kind!r}")
+        try:
+            outcome = Outcome(
+                result=str(job.get("result", "SUCCESS")),
+                duration=float(job.get("duration", duration)),
+                tests=TestSpec.from_value(job.get("tests")),
+                queue_delay=float(job.get("queue_delay", quiet)),
+                log=tuple(str(line) for line in job.get("log") or ()),
+            )
+            params = [ParamDef.from_value(p) for p in job.get("parameters") or []]
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from exc
+        model.add_job(
+            str(job["name"]),
+            kind=kind,
+            parameters=params,
+            outcome=outcome,
+            endpoints=endpoints(job, where),
+            disabled=bool(job.get("disabled", False)),
+            description=job.get("description"),
+        )
+    return spec

@@ -1,0 +1,446 @@
+"""`JenkinsSandbox`: an in-memory Jenkins that answers the remote access API.
+
+Endpoints: `GET /`, `/api/json`, `/crumbIssuer/api/json`, `/whoAmI/api/json`, `/me/api/json`,
+`/queue/api/json`, `/queue/item/<id>/api/json`, `POST /queue/cancelItem?id=N`, and under
+`/job/<a>/job/<b>/...`: `api/json` (folder or job), `POST build`, `POST buildWithParameters`,
+`<n>|lastBuild|lastSuccessfulBuild|...` + `/api/json`, `/testReport/api/json`, `/consoleText`,
+`POST /stop`. Every api/json honours `tree=` and `depth=`.
+
+Security, as Jenkins 2.440 with "logged-in users can do anything":
+- no credentials: 403 with the "Authentication required" page and `X-You-Are-Authenticated-As:
+  anonymous` (`HudsonAuthenticationEntryPoint`: Jenkins never answers 401 to anonymous);
+- wrong credentials: 401, `WWW-Authenticate: Basic realm="Jenkins"`, "Invalid password/token
+  for user: X" (`BasicHeaderProcessor` + `BasicAuthenticationEntryPoint`);
+- CSRF: POSTs authenticated with the API token are exempt (Jenkins >= 2.96); POSTs
+  authenticated with the password need the `Jenkins-Crumb` header (or form field) from
+  `/crumbIssuer/api/json`, else 403 "No valid crumb was included in the request". When the
+  password equals the API token (the default `sandbox`/`sandbox`) every request counts as
+  token-authenticated.
+Every response carries `X-Jenkins: 2.440.3`, `X-Hudson` and `X-Jenkins-Session`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from html import escape
+from typing import Any
+
+from itsm_bridge.sandbox.base import SandboxServer
+from itsm_bridge.sandbox.jenkins import render, testreport, tree
+from itsm_bridge.sandbox.jenkins import seed as seeding
+from itsm_bridge.sandbox.jenkins.helpers import ScriptingMixin
+from itsm_bridge.sandbox.jenkins.model import (
+    Build,
+    Folder,
+    JenkinsModel,
+    Job,
+    PhaseEvent,
+    endpoints_for,
+)
+from itsm_bridge.sandbox.jenkins.notifications import NotificationSender, payload, wants
+from itsm_bridge.sandbox.jenkins.render import PERMALINKS
+from itsm_bridge.webapp import Request, Response
+
+VERSION = "2.440.3"
+HTML = "text/html;charset=utf-8"
+
+
+def html_error(status: int, message: str) -> Response:
+    """Jetty's/Jenkins' HTML error page."""
+    body = (
+        f"<html><head><title>Error {status} {escape(message)}</title></head><body>"
+        f"<h2>HTTP ERROR {status} {escape(message)}</h2></body></html>"
+    )
+    return Response(status, body.encode(), {"Content-Type": HTML})
+
+
+def not_found() -> Response:
+    body = (
+        "<!DOCTYPE html><html><head><title>Jenkins</title></head><body><h1>Not Found</h1>"
+        "<p>This page may not exist, or you may not have permission to see it.</p>"
+        "</body></html>"
+    )
+    return Response(404, body.encode(), {"Content-Type": HTML})
+
+
+class JenkinsSandbox(ScriptingMixin, SandboxServer):
+    """An in-memory Jenkins controller for the demo and the integration tests."""
+
+    system = "jenkins"
+
+    def __init__(
+        self,
+        seed: dict[str, Any] | None = None,
+        user: str = "sandbox",
+        password: str = "sandbox",
+        *,
+        api_token: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`seed`: the whole sandbox seed or its `jenkins:` part (see `seed.py`); seeded
+        `user`/`password`/`api_token` win over the arguments. `api_token` defaults to the
+        password. `clock` (seconds since the epoch) lets tests drive time by hand."""
+        super().__init__(user, password)
+        self.model = JenkinsModel(clock, self.lock)
+        self.model.test_report_builder = testreport.make_report
+        self.model.on_events = self._on_events
+        spec = seeding.load(self.model, seed)
+        self.user = str(spec.get("user", user))
+        self.password = str(spec.get("password", password))
+        self.api_token = str(spec.get("api_token", api_token or self.password))
+        self.session = hashlib.sha256(f"{id(self)}{time.time()}".encode()).hexdigest()[:8]
+        self.sender = NotificationSender()
+        self._ticker: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.app.before.append(self._check_crumb)
+        self.app.after.append(self._advertise)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        url = super().start(host, port)
+        self.sender.start()
+        self._stopping.clear()
+        self._ticker = threading.Thread(target=self._tick, name="jenkins-ticker", daemon=True)
+        self._ticker.start()
+        return url
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+            self._ticker = None
+        self.sender.stop()
+        super().stop()
+
+    def _tick(self) -> None:
+        """Moves time on while nobody polls, so notifications go out on schedule."""
+        while not self._stopping.is_set():
+            with self.lock:
+                self.model.advance()
+                due = self.model.next_due()
+            wait = 0.05 if due is None else min(0.05, max(0.002, due - self.model.clock()))
+            self._stopping.wait(wait)
+
+    def root_url(self, request: Request | None = None) -> str:
+        if self._server is not None:
+            return self.url + "/"
+        host = request.header("host") if request is not None else None
+        return f"http://{host or 'localhost'}/"
+
+    def _on_events(self, events: list[PhaseEvent]) -> None:
+        root = self.root_url()
+        for event in events:
+            for endpoint in endpoints_for(self.model, event.build.job):
+                if wants(endpoint, event.phase, event.build.result):
+                    self.sender.submit(endpoint, payload(event, root, endpoint, self.user))
+
+    # -- security ------------------------------------------------------------------------
+    def _basic(self, request: Request) -> tuple[str, str] | None:
+        header = request.header("authorization") or ""
+        if not header.lower().startswith("basic "):
+            return None
+        try:
+            user, _, secret = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return ("", "")
+        return user, secret
+
+    def credentials_ok(self, request: Request) -> bool:
+        creds = self._basic(request)
+        return (
+            creds is not None
+            and creds[0] == self.user
+            and creds[1] in (self.password, self.api_token)
+        )
+
+    def is_public(self, request: Request) -> bool:
+        return request.path.startswith("/whoAmI")  # an UnprotectedRootAction
+
+    def unauthorized(self, request: Request) -> Response:
+        creds = self._basic(request)
+        if creds is not None:
+            response = html_error(401, f"Invalid password/token for user: {creds[0]}")
+            response.headers["WWW-Authenticate"] = 'Basic realm="Jenkins"'
+            return response
+        login = f"/login?from={request.path}"
+        body = (
+            f"<html><head><meta http-equiv='refresh' content='1;url={login}'/><script>"
+            f"window.location.replace('{login}');</script></head><body style='background"
+            "-color:white; color:white;'>\n\n\nAuthentication required\n<!--\n-->\n\n"
+            "</body></html>"
+        )
+        return Response(
+            403,
+            body.encode(),
+            {
+                "Content-Type": HTML,
+                "X-You-Are-Authenticated-As": "anonymous",
+                "X-You-Are-In-Group-Disabled": "JENKINS-39402: use -Dhudson.security.AccessDenied"
+                "Exception2.REPORT_GROUP_HEADERS=true or use "
+                "/whoAmI to diagnose",
+                "X-Required-Permission": "hudson.model.Hudson.Read",
+                "X-Permission-Implied-By": "hudson.security.Permission.GenericRead",
+            },
+        )
+
+    @property
+    def crumb(self) -> str:
+        return hashlib.sha256(f"{self.user}:{self.session}".encode()).hexdigest()
+
+    def _check_crumb(self, request: Request) -> Response | None:
+        creds = self._basic(request)
+        if request.method != "POST" or creds is None or creds[1] == self.api_token:
+            return None
+        sent = request.header("jenkins-crumb") or next(
+            iter(request.form().get("Jenkins-Crumb") or []), None
+        )
+        if sent != self.crumb:
+            return html_error(403, "No valid crumb was included in the request")
+        return None
+
+    def _advertise(self, request: Request, response: Response) -> None:
+        response.headers.setdefault("X-Jenkins", VERSION)
+        response.headers.setdefault("X-Hudson", "1.395")
+        response.headers.setdefault("X-Jenkins-Session", self.session)
+
+    # -- routes --------------------------------------------------------------------------
+    def setup_routes(self) -> None:
+        add = self.app.add_route
+        add("GET|HEAD", "/", self._home)
+        add(
+            "GET",
+            "/api/json",
+            lambda r: self._api(r, lambda d: render.root_json(self.model, self.root_url(r))),
+        )
+        add("GET", "/crumbIssuer/api/json", self._crumb_issuer)
+        add("GET", "/whoAmI/api/json", self._who_am_i)
+        add("GET", "/me/api/json", self._me)
+        add(
+            "GET",
+            "/queue/api/json",
+            lambda r: self._api(
+                r, lambda d: render.queue_json(self.model, self.root_url(r), self.model.clock())
+            ),
+        )
+        add("GET", "/queue/item/{id}/api/json", self._queue_item)
+        add("POST", "/queue/cancelItem", self._cancel_item)
+        add("GET|POST|HEAD", "/job/{rest:path}", self._job_path)
+        add("GET|POST|HEAD|PUT|DELETE", "/{rest:path}", lambda r: not_found())
+
+    def _api(self, request: Request, doc: Callable[[int], Any]) -> Response:
+        """Serve a document with `depth=` and `tree=` applied."""
+        try:
+            depth = int(request.arg("depth", "0") or 0)
+        except ValueError:
+            return html_error(400, "depth must be a number")
+        expression = request.arg("tree")
+        with self.lock:
+            self.model.advance()
+            if not expression:
+                return Response(200, doc(depth))
+            try:
+                nodes = tree.parse(expression)
+            except tree.TreeSyntaxError as exc:
+                return html_error(400, str(exc))
+            return Response(200, tree.apply(doc(max(depth, 2)), nodes))
+
+    def _home(self, request: Request) -> Response:
+        body = (
+            f"<!DOCTYPE html><html><head><title>Dashboard [Jenkins]</title></head><body>"
+            f"<p>Jenkins {VERSION} (itsm-bridge sandbox)</p></body></html>"
+        )
+        return Response(200, body.encode(), {"Content-Type": HTML})
+
+    def _crumb_issuer(self, request: Request) -> Response:
+        return self._api(
+            request,
+            lambda d: {
+                "_class": "hudson.security.csrf.DefaultCrumbIssuer",
+                "crumb": self.crumb,
+                "crumbRequestField": "Jenkins-Crumb",
+            },
+        )
+
+    def _who_am_i(self, request: Request) -> Response:
+        if self._basic(request) is not None and not self.credentials_ok(request):
+            return self.unauthorized(request)
+        known = self.credentials_ok(request)
+        name = self.user if known else "anonymous"
+        token_class = (
+            "UsernamePasswordAuthenticationToken" if known else "AnonymousAuthenticationToken"
+        )
+        return self._api(
+            request,
+            lambda d: {
+                "_class": "hudson.security.WhoAmI",
+                "anonymous": not known,
+                "authenticated": True,
+                "authorities": ["authenticated"] if known else ["anonymous"],
+                "details": None,
+                "name": name,
+                "toString": f"{token_class} [Principal={name}]",
+            },
+        )
+
+    def _me(self, request: Request) -> Response:
+        return self._api(
+            request,
+            lambda d: {
+                "_class": "hudson.model.User",
+                "absoluteUrl": f"{self.root_url(request)}user/{self.user}",
+                "description": None,
+                "fullName": self.user,
+                "id": self.user,
+                "property": [{"_class": "jenkins.security.ApiTokenProperty"}],
+            },
+        )
+
+    def _queue_item(self, request: Request) -> Response:
+        with self.lock:
+            self.model.advance()
+            item = (
+                self.model.queue.get(int(request.params["id"]))
+                if request.params["id"].isdigit()
+                else None
+            )
+            if item is None:
+                return not_found()
+            return self._api(
+                request,
+                lambda d: render.queue_item_json(item, self.root_url(request), self.model.clock()),
+            )
+
+    def _cancel_item(self, request: Request) -> Response:
+        """`Queue.doCancelItem`: 204, 500 for a left item, 404 for an unknown id."""
+        raw = request.arg("id") or (request.form().get("id") or [""])[0]
+        with self.lock:
+            self.model.advance()
+            item = self.model.queue.get(int(raw)) if raw.isdigit() else None
+            if item is None:
+                return html_error(404, f"Provided id ({raw}) not found")
+            if not self.model.cancel(item):
+                return html_error(500, f"Could not cancel run for id {raw}")
+            return Response(204)
+
+    # -- /job/... ------------------------------------------------------------------------
+    def _job_path(self, request: Request) -> Response:
+        segments = request.params["rest"].split("/")
+        names, index = [segments[0]], 1
+        while index + 1 < len(segments) and segments[index] == "job":
+            names.append(segments[index + 1])
+            index += 2
+        tail = [s for s in segments[index:] if s]
+        with self.lock:
+            self.model.advance()
+            node = self.model.item("/".join(names))
+            if node is None or not names[0]:
+                return not_found()
+            if isinstance(node, Folder):
+                if tail == ["api", "json"]:
+                    return self._api(
+                        request, lambda d: render.folder_json(node, self.root_url(request))
+                    )
+                return self._page(request, node.full_name) if not tail else not_found()
+            return self._job_action(request, node, tail)
+
+    def _page(self, request: Request, title: str) -> Response:
+        if request.method == "POST":
+            return html_error(405, "This URL requires GET")
+        body = (
+            f"<!DOCTYPE html><html><head><title>{escape(title)} [Jenkins]</title></head>"
+            "<body></body></html>"
+        )
+        return Response(200, body.encode(), {"Content-Type": HTML})
+
+    def _job_action(self, request: Request, job: Job, tail: list[str]) -> Response:
+        root = self.root_url(request)
+        if not tail:
+            return self._page(request, job.full_name)
+        if tail == ["api", "json"]:
+            return self._api(request, lambda d: render.job_json(self.model, job, root, d))
+        if tail in (["build"], ["buildWithParameters"]):
+            if request.method != "POST":
+                return html_error(405, "This URL requires POST")
+            return self._trigger(request, job, tail[0])
+        if tail[0] in PERMALINKS:
+            build = render.permalink(job, tail[0])
+        elif tail[0].isdigit():
+            build = job.builds.get(int(tail[0]))
+        else:
+            return not_found()
+        if build is None:
+            return not_found()
+        return self._build_action(request, build, tail[1:])
+
+    def _trigger(self, request: Request, job: Job, verb: str) -> Response:
+        """`ParameterizedJobMixIn.doBuild` / `doBuildWithParameters`."""
+        form = request.form() if "urlencoded" in (request.header("content-type") or "") else {}
+        values = {
+            **{k: v[0] for k, v in form.items()},
+            **{k: v[0] for k, v in request.query.items()},
+        }
+        if job.disabled:
+            return html_error(409, f"{job.full_name} is not buildable!")
+        if verb == "buildWithParameters" and not job.parameters:
+            return html_error(
+                500, "java.lang.IllegalStateException: This build is not parameterized!"
+            )
+        if verb == "build" and job.parameters:
+            if "json" not in values:
+                return html_error(400, "Nothing is submitted")
+            try:  # the documented form: json={"parameter": [{"name": ..., "value": ...}]}
+                submitted = json.loads(values["json"]).get("parameter", [])
+                submitted = [submitted] if isinstance(submitted, dict) else submitted
+                values = {str(p["name"]): str(p.get("value", "")) for p in submitted}
+            except (ValueError, AttributeError, KeyError, TypeError):
+                return html_error(400, "Nothing is submitted")
+        item = self.model.schedule(job, values, delay=_delay(values.get("delay")))
+        return Response(201, b"", {"Location": f"{self.root_url(request)}queue/item/{item.id}/"})
+
+    def _build_action(self, request: Request, build: Build, tail: list[str]) -> Response:
+        root = self.root_url(request)
+        if not tail:
+            return self._page(request, f"{build.job.full_name} #{build.number}")
+        if tail == ["api", "json"]:
+            return self._api(request, lambda d: render.build_json(build, root))
+        if tail == ["testReport", "api", "json"]:
+            report = build.test_report
+            if report is None:
+                return not_found()
+            return self._api(request, lambda d: report)
+        if tail == ["consoleText"]:
+            return Response(
+                200,
+                testreport.console_text(build, self.user),
+                {"Content-Type": "text/plain;charset=utf-8"},
+            )
+        if tail == ["stop"]:
+            if request.method != "POST":
+                return html_error(405, "This URL requires POST")
+            self.model.abort(build, self.user)
+            self.model.flush()
+            # Run.doStop forwards to the previous page: a 302 back to the build.
+            return Response(
+                302,
+                b"",
+                {"Location": f"{root}{render.item_path(build.job.full_name)}{build.number}/"},
+            )
+        return not_found()
+
+
+def _delay(raw: str | None) -> float | None:
+    """`TimeDuration`: '0', '5sec', '2'."""
+    if not raw:
+        return None
+    try:
+        return float(raw.removesuffix("sec").strip())
+    except ValueError:
+        return None
+
+
+__all__ = ["JenkinsSandbox"]

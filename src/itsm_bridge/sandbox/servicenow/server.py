@@ -1,0 +1,442 @@
+"""`ServiceNowSandbox`: the Table API and the Change Management conflict API, in memory.
+
+Shapes and their sources (docs.servicenow.com, REST API reference, unless noted):
+
+* "Table API": `/api/now/table/{tableName}` and `/api/now/v2/table/...`; bodies
+  `{"result": ...}`; 201 + `Location` on POST, 204 on DELETE; list headers `X-Total-Count` and
+  `Link: <url>;rel="first",<url>;rel="prev",<url>;rel="next",<url>;rel="last"`
+  (omitted with `sysparm_suppress_pagination_header=true`); default `sysparm_limit` 10000.
+* errors `{"error": {"message": ..., "detail": ...}, "status": "failure"}`: 404 "No Record
+  found" / "Record doesn't exist or ACL restricts the record retrieval"; 400 "Invalid table
+  <name>" with `detail: null`; 400 "Exception while reading request" / "The payload is not valid
+  JSON." on a bad body; 401 "User Not Authenticated" / "Required to provide Auth information".
+* "Inbound REST API rate limiting": 429 with `Retry-After`, `X-RateLimit-Limit`,
+  `X-RateLimit-Reset` and an error JSON body (the body text itself is not published; ours says
+  "Rate limit exceeded").
+* "Change Management API" (ServiceNowDocs, markdown/api-reference/rest-apis/
+  change-management-api.md, releases xanadu and australia): `POST /api/sn_chg_rest/change/
+  {sys_id}/conflict` starts a check and answers `{"result": "<sys_id of the check>"}`;
+  `GET .../conflict` answers `{"result": {"status": "Conflict" | "Not Run", "last_run",
+  "record_count", "job_status", "conflicts": [...]}}`, each conflict field a
+  `{"display_value", "value"}` object; `DELETE .../conflict` cancels a running check (200, no
+  body). 404 for an unknown change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from itsm_bridge.sandbox.base import SandboxServer
+from itsm_bridge.sandbox.servicenow import change, schema
+from itsm_bridge.sandbox.servicenow import seed as seeding
+from itsm_bridge.sandbox.servicenow.query import parse
+from itsm_bridge.sandbox.servicenow.records import TABLE_KEY, Store
+from itsm_bridge.webapp import Handler, HTTPError, Request, Response
+
+DEFAULT_LIMIT = 10000
+
+
+def sn_error(status: int, message: str, detail: str | None) -> HTTPError:
+    return HTTPError(status, {"error": {"message": message, "detail": detail}, "status": "failure"})
+
+
+def not_found() -> HTTPError:
+    return sn_error(
+        404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval"
+    )
+
+
+@dataclass
+class Fault:
+    """A scripted failure for the next `count` requests matching verb and path prefix."""
+
+    method: str
+    path_prefix: str
+    status: int
+    count: int = 1
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+    after_write: bool = False
+
+
+class ServiceNowSandbox(SandboxServer):
+    """A local ServiceNow instance: Table API, default change model, conflict API.
+
+    `seed` is the parsed `servicenow:` section of the sandbox seed (see `seed.py`); `now`
+    replaces the clock (tests). Helpers for tests and the demo: `approve_change`,
+    `reject_change`, `close_task`, `open_incident`, `record`, `insert`, `journal`,
+    `fail_next`.
+    """
+
+    system = "servicenow"
+
+    def __init__(
+        self,
+        seed: dict[str, Any] | None = None,
+        user: str = "sandbox",
+        password: str = "sandbox",
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        section = seeding.section(seed)
+        user = section.get("user", user) if user == "sandbox" else user
+        password = section.get("password", password) if password == "sandbox" else password
+        self._seed = section
+        self._now = now or (lambda: datetime.now(UTC))
+        self.store = Store(self._now)
+        self.faults: list[Fault] = []
+        self._conflict_checked: set[str] = set()
+        super().__init__(str(user), str(password))
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the seeded state: records, numbers, faults and the request log."""
+        with self.lock:
+            self.store = Store(self._now)
+            self.faults.clear()
+            self._conflict_checked.clear()
+            self.requests.clear()
+            seeding.load_base(self.store)
+            if self._seed:
+                seeding.load(self.store, self._seed)
+
+    # -- HTTP ----------------------------------------------------------------------------
+    def unauthorized(self, request: Request) -> Response:
+        return Response(
+            401,
+            {
+                "error": {
+                    "message": "User Not Authenticated",
+                    "detail": "Required to provide Auth information",
+                },
+                "status": "failure",
+            },
+            {"WWW-Authenticate": 'BASIC realm="Service-now"'},
+        )
+
+    def setup_routes(self) -> None:
+        for prefix in ("/api/now/table", "/api/now/v2/table"):
+            self.app.add_route("GET", prefix + "/{table}", self._guard(self._list))
+            self.app.add_route("POST", prefix + "/{table}", self._guard(self._create))
+            item = prefix + "/{table}/{sys_id}"
+            self.app.add_route("GET", item, self._guard(self._get))
+            self.app.add_route("PATCH|PUT", item, self._guard(self._update))
+            self.app.add_route("DELETE", item, self._guard(self._delete))
+        conflict = "/api/sn_chg_rest/change/{sys_id}/conflict"
+        self.app.add_route("POST", conflict, self._guard(self._conflict_start))
+        self.app.add_route("GET", conflict, self._guard(self._conflict_get))
+        self.app.add_route("DELETE", conflict, self._guard(self._conflict_cancel))
+
+    def _guard(self, handler: Handler) -> Handler:
+        """Serialise a handler under the lock and apply any scripted fault."""
+
+        def run(request: Request) -> Response:
+            with self.lock:
+                fault = self._take_fault(request)
+                if fault is not None and not fault.after_write:
+                    return _fault_response(fault)
+                response = handler(request)
+                if fault is not None:
+                    return _fault_response(fault)
+                return response
+
+        return run
+
+    def _list(self, request: Request) -> Response:
+        table = _table(request)
+        query = parse(request.arg("sysparm_query"))
+        rows = self.store.query(table, query)
+        limit = _int(request.arg("sysparm_limit"), DEFAULT_LIMIT, minimum=1)
+        offset = _int(request.arg("sysparm_offset"), 0, minimum=0)
+        page = rows[offset : offset + limit]
+        base = _base_url(request)
+        result = [self._render(row, request, base) for row in page]
+        headers = {"X-Total-Count": str(len(rows))}
+        if (request.arg("sysparm_suppress_pagination_header") or "").lower() != "true":
+            headers["Link"] = _link_header(request, base, len(rows), limit, offset)
+        return Response(200, {"result": result}, headers)
+
+    def _get(self, request: Request) -> Response:
+        table = _table(request)
+        row = self.store.get(table, request.params["sys_id"])
+        if row is None:
+            raise not_found()
+        return Response(200, {"result": self._render(row, request, _base_url(request))})
+
+    def _create(self, request: Request) -> Response:
+        table = _table(request)
+        payload = _payload(request)
+        sys_id = uuid.uuid4().hex
+        values, journal = self.store.prepare(table, payload)
+        self._rules(table, None, values, sys_id)
+        row = self.store.insert(table, values, journal, user=self.user, sys_id=sys_id)
+        base = _base_url(request)
+        location = f"{base}/api/now/table/{table}/{sys_id}"
+        return Response(201, {"result": self._render(row, request, base)}, {"Location": location})
+
+    def _update(self, request: Request) -> Response:
+        table = _table(request)
+        row = self.store.get(table, request.params["sys_id"])
+        if row is None:
+            raise not_found()
+        payload = _payload(request)
+        values, journal = self.store.prepare(row[TABLE_KEY], payload, row)
+        self._rules(row[TABLE_KEY], row, values, row["sys_id"])
+        self.store.update(row, values, journal, user=self.user)
+        return Response(200, {"result": self._render(row, request, _base_url(request))})
+
+    def _delete(self, request: Request) -> Response:
+        table = _table(request)
+        row = self.store.get(table, request.params["sys_id"])
+        if row is None:
+            raise not_found()
+        self.store.delete(row)
+        return Response(204, None)
+
+    def _conflict_start(self, request: Request) -> Response:
+        """Documented answer: 200 `{"result": "<sys_id of the conflict checking process>"}`.
+        The check runs to completion before the answer (a real one runs in the background)."""
+        row = self.store.get("change_request", request.params["sys_id"])
+        if row is None:
+            raise not_found()
+        change.run_conflict_check(self.store, row, self.user)
+        self._conflict_checked.add(row["sys_id"])
+        return Response(200, {"result": uuid.uuid4().hex})
+
+    def _conflict_get(self, request: Request) -> Response:
+        row = self.store.get("change_request", request.params["sys_id"])
+        if row is None:
+            raise not_found()
+        ran = row["sys_id"] in self._conflict_checked
+        return Response(200, change.conflict_result(self.store, row, _base_url(request), ran))
+
+    def _conflict_cancel(self, request: Request) -> Response:
+        """Documented answer: 200 with no body. Nothing is ever running here, so it only
+        checks that the change exists."""
+        if self.store.get("change_request", request.params["sys_id"]) is None:
+            raise not_found()
+        return Response(200, None)
+
+    def _render(self, row: dict[str, str], request: Request, base: str) -> dict[str, Any]:
+        fields = [
+            f.strip()
+            for value in request.query.get("sysparm_fields", [])
+            for f in value.split(",")
+            if f.strip()
+        ]
+        display = (request.arg("sysparm_display_value") or "false").lower()
+        links = (request.arg("sysparm_exclude_reference_link") or "false").lower() != "true"
+        return self.store.render(row, base, fields=fields or None, display=display, links=links)
+
+    def _rules(
+        self, table: str, row: dict[str, str] | None, values: dict[str, str], sys_id: str
+    ) -> None:
+        """Business rules: the change model, and closure bookkeeping on tasks."""
+        if table == "change_request":
+            change.apply_change_rules(row, values, sys_id)
+        if table == "change_task" and values.get("state") in ("3", "4"):
+            values["active"] = "false"
+        if values.get("active") == "false" and "task" in schema.lineage(table):
+            values.setdefault("closed_at", self.store.timestamp())
+            values.setdefault("closed_by", self.user)
+
+    # -- faults --------------------------------------------------------------------------
+    def fail_next(
+        self,
+        method: str,
+        path_prefix: str,
+        status: int,
+        count: int = 1,
+        headers: dict[str, str] | None = None,
+        *,
+        body: Any = None,
+        fail_after_write: bool = False,
+    ) -> None:
+        """Answer the next `count` matching requests with `status`.
+
+        429 defaults to `Retry-After: 1` and the rate-limit headers. With
+        `fail_after_write=True` the request is performed first and only its answer is
+        replaced (a lost response).
+        """
+        with self.lock:
+            self.faults.append(
+                Fault(
+                    method.upper(),
+                    path_prefix,
+                    status,
+                    count,
+                    dict(headers or {}),
+                    body,
+                    fail_after_write,
+                )
+            )
+
+    def _take_fault(self, request: Request) -> Fault | None:
+        for fault in self.faults:
+            if fault.method in (request.method, "*") and request.path.startswith(fault.path_prefix):
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.faults.remove(fault)
+                return fault
+        return None
+
+    # -- helpers for tests and the demo ----------------------------------------------------
+    def record(self, table: str, key: str) -> dict[str, str]:
+        """A copy of a row by sys_id, number or display value; KeyError when absent."""
+        with self.lock:
+            return _public(self._find(table, key))
+
+    def insert(self, table: str, **fields: Any) -> dict[str, str]:
+        """Add a raw row (any field, references by name, no model checks)."""
+        with self.lock:
+            if not schema.is_known(table):
+                raise KeyError(f"unknown table {table}")
+            sys_id = fields.pop("sys_id", None)
+            values, journal = self.store.prepare(table, fields, strict=False)
+            return _public(self.store.insert(table, values, journal, user="admin", sys_id=sys_id))
+
+    def approve_change(self, key: str, comment: str = "") -> dict[str, str]:
+        """The CAB approves: approval `approved`; a change in Authorize moves to Scheduled."""
+        with self.lock:
+            row = self._find("change_request", key)
+            values = {"approval": "approved"}
+            if row.get("state") == change.AUTHORIZE:
+                values["state"] = change.SCHEDULED
+            journal = [("comments", comment)] if comment else []
+            return _public(self.store.update(row, values, journal, user="cab.manager"))
+
+    def reject_change(self, key: str, comment: str) -> dict[str, str]:
+        """The CAB rejects: approval `rejected`, the change goes back to New."""
+        with self.lock:
+            row = self._find("change_request", key)
+            values = {"approval": "rejected", "state": change.NEW}
+            journal = [("comments", comment)] if comment else []
+            return _public(self.store.update(row, values, journal, user="cab.manager"))
+
+    def close_task(
+        self, key: str, close_code: str = "completed", notes: str = ""
+    ) -> dict[str, str]:
+        """Close a change_task (state 3) as its assignee would."""
+        with self.lock:
+            row = self._find("change_task", key)
+            values = {
+                "state": "3",
+                "close_code": close_code,
+                "close_notes": notes,
+                "active": "false",
+                "closed_at": self.store.timestamp(),
+                "closed_by": "task.assignee",
+            }
+            return _public(self.store.update(row, values, user="task.assignee"))
+
+    def open_incident(self, **fields: Any) -> dict[str, str]:
+        """Raise an incident (e.g. `caused_by=<change number>`, `cmdb_ci="payments-api"`)."""
+        fields.setdefault("short_description", "Sandbox incident")
+        return self.insert("incident", **fields)
+
+    def journal(
+        self, key: str, element: str | None = None, table: str = "task"
+    ) -> list[dict[str, str]]:
+        """The journal entries (work_notes, comments) of a record, oldest first."""
+        with self.lock:
+            row = self._find(table, key)
+            return [_public(entry) for entry in self.store.journal(row["sys_id"], element)]
+
+    def _find(self, table: str, key: str) -> dict[str, str]:
+        row = self.store.find(table, key)
+        if row is None:
+            raise KeyError(f"no {table} record {key!r}")
+        return row
+
+
+# -- module helpers ------------------------------------------------------------------------
+def _public(row: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in row.items() if key != TABLE_KEY}
+
+
+def _table(request: Request) -> str:
+    table = request.params["table"]
+    if not schema.is_known(table):
+        raise sn_error(400, f"Invalid table {table}", None)
+    return table
+
+
+def _payload(request: Request) -> dict[str, Any]:
+    invalid = sn_error(400, "Exception while reading request", "The payload is not valid JSON.")
+    try:
+        body = request.json()
+    except HTTPError as exc:
+        raise invalid from exc
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise invalid
+    return body
+
+
+def _int(value: str | None, default: int, minimum: int) -> int:
+    try:
+        return max(int(value), minimum) if value not in (None, "") else default
+    except ValueError:
+        return default
+
+
+def _base_url(request: Request) -> str:
+    return f"http://{request.header('host') or 'localhost'}"
+
+
+def _link_header(request: Request, base: str, total: int, limit: int, offset: int) -> str:
+    """`Link` as the Table API formats it: `<url>;rel="first",<url>;rel="prev",...`.
+
+    As captured from real instances (comments in public clients, e.g. a Kafka connector and a
+    Java Table API client): order first, prev, next, last; comma separated without spaces;
+    `sysparm_limit` before `sysparm_offset`; `prev` present even on the first page, with a
+    negative offset (`sysparm_offset=-1` for limit 1). `next` is left out on the last page
+    (clients such as pysnow stop there).
+    """
+
+    def url(at: int) -> str:
+        params = [
+            (k, v)
+            for k, values in request.query.items()
+            for v in values
+            if k not in ("sysparm_offset", "sysparm_limit")
+        ]
+        params += [("sysparm_limit", str(limit)), ("sysparm_offset", str(at))]
+        return f"<{base}{request.path}?{urlencode(params)}>"
+
+    last = ((total - 1) // limit) * limit if total > 0 else 0
+    links = [f'{url(0)};rel="first"']
+    links.append(f'{url(offset - limit)};rel="prev"')
+    if offset + limit < total:
+        links.append(f'{url(offset + limit)};rel="next"')
+    links.append(f'{url(last)};rel="last"')
+    return ",".join(links)
+
+
+def _fault_response(fault: Fault) -> Response:
+    headers = dict(fault.headers)
+    if fault.status == 429:
+        headers.setdefault("Retry-After", "1")
+        headers.setdefault("X-RateLimit-Limit", "100")
+        headers.setdefault("X-RateLimit-Reset", str(int(datetime.now(UTC).timestamp()) + 1))
+        body = fault.body or {
+            "error": {
+                "message": "Rate limit exceeded",
+                "detail": "The number of requests exceeds the rate limit of this user",
+            },
+            "status": "failure",
+        }
+    else:
+        body = fault.body or {
+            "error": {
+                "message": "Internal Server Error",
+                "detail": f"Sandbox fault injection ({fault.status})",
+            },
+            "status": "failure",
+        }
+    return Response(fault.status, body, headers)

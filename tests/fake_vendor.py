@@ -1,0 +1,181 @@
+"""A plugin that behaves like a well-built vendor plugin, against an in-memory "vendor".
+
+It looks up every record by the release id before creating it (as the real plugins must),
+counts the records it really created, and can simulate a crash of the whole process right
+after a side effect (before the core commits it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from itsm_bridge.hookspecs import hookimpl
+from itsm_bridge.models import (
+    Approval,
+    BacklogItem,
+    ChangeRef,
+    Event,
+    ExternalRecord,
+    JobRef,
+    JobState,
+    JobStatus,
+    Release,
+    ReleaseNotes,
+    Signal,
+    Task,
+    TaskSpec,
+    TestSummary,
+)
+
+
+class SimulatedCrash(BaseException):
+    """Escapes every `except Exception`, like the process dying."""
+
+
+class FakeVendor:
+    """State of the pretend external systems; optionally persisted to a JSON file."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.records: dict[str, Any] = {}
+        self.created: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.crash_at: tuple[str, int] | None = None
+        self.job_results: dict[str, str] = {}
+        self.signals: list[Signal] = []
+        self.approval = "approved"
+        self.tests = TestSummary(passed=10, failed=0)
+        if path and path.exists():
+            data = json.loads(path.read_text())
+            self.records, self.created = data["records"], Counter(data["created"])
+            self.calls = Counter(data["calls"])
+            self.crash_at = tuple(data["crash_at"]) if data["crash_at"] else None  # type: ignore[assignment]
+
+    def save(self) -> None:
+        if self.path:
+            self.path.write_text(
+                json.dumps(
+                    {
+                        "records": self.records,
+                        "created": self.created,
+                        "calls": self.calls,
+                        "crash_at": self.crash_at,
+                    }
+                )
+            )
+
+    def effect(self, kind: str, key: str, value: Any = True) -> Any:
+        """Create `kind/key` unless it exists (the lookup); then maybe crash."""
+        self.calls[kind] += 1
+        full = f"{kind}/{key}"
+        if full not in self.records:
+            self.records[full] = value
+            self.created[kind] += 1
+        self.save()
+        if self.crash_at and self.crash_at[0] == kind and self.calls[kind] == self.crash_at[1]:
+            self.crash_at = None
+            self.save()
+            raise SimulatedCrash(full)
+        return self.records[full]
+
+
+class FakeVendorPlugin:
+    def __init__(self, vendor: FakeVendor) -> None:
+        self.v = vendor
+
+    @hookimpl
+    def release_scope(self, release: Release) -> list[BacklogItem]:
+        return [BacklogItem(system="fake", key="PAY-1", summary="Refunds", kind="Story")]
+
+    @hookimpl
+    def create_change(self, release: Release, notes: ReleaseNotes | None) -> ChangeRef:
+        number = self.v.effect("change", release.id, f"CHG{len(self.v.records):04d}")
+        return ChangeRef(system="fake", id=f"chg-{release.id}", number=number)
+
+    @hookimpl
+    def approval_status(self, release: Release) -> Approval:
+        return Approval(status=self.v.approval, by="cab")  # type: ignore[arg-type]
+
+    @hookimpl
+    def create_tasks(self, release: Release, tasks: list[TaskSpec]) -> list[ExternalRecord]:
+        out = []
+        for task in tasks:
+            number = self.v.effect("task", f"{release.id}:{task.key}", f"TASK-{task.key}")
+            out.append(ExternalRecord(system="fake", kind="task", id=number, key=task.key))
+        return out
+
+    @hookimpl
+    def publish_release_notes(self, release: Release, notes: ReleaseNotes) -> list[ExternalRecord]:
+        self.v.effect("notes", release.id)
+        return [ExternalRecord(system="fake", kind="page", id=f"notes-{release.id}")]
+
+    @hookimpl
+    def start_job(self, release: Release, purpose: str, params: dict[str, str]) -> JobRef:
+        key = f"{params['RELEASE_ID']}:{purpose}:{params.get('TASK', '')}"
+        self.v.effect("job", key, {"polls": 0})
+        return JobRef(system="fake", job=purpose, purpose=purpose, build_id=key)
+
+    @hookimpl
+    def job_status(self, job: JobRef) -> JobStatus:
+        record = self.v.records[f"job/{job.build_id}"]
+        record["polls"] += 1
+        self.v.save()
+        if record["polls"] < 2:
+            return JobStatus(state=JobState.RUNNING, job=job)
+        result = self.v.job_results.get(job.purpose, "succeeded")
+        return JobStatus(state=JobState(result), job=job, tests=self.v.tests)
+
+    @hookimpl
+    def task_finished(self, release: Release, task: Task) -> None:
+        self.v.effect("task_closed", f"{release.id}:{task.key}")
+
+    @hookimpl
+    def detect_failure(self, release: Release, since: datetime) -> list[Signal]:
+        return list(self.v.signals)
+
+    @hookimpl
+    def return_to_backlog(self, release: Release, items: list[BacklogItem], reason: str) -> None:
+        for item in items:
+            self.v.effect("backlog_return", f"{release.id}:{item.key}")
+
+    @hookimpl
+    def notify_stakeholders(self, release: Release, subject: str, message: str) -> None:
+        self.v.effect("notification", f"{release.id}:{subject}")
+
+    @hookimpl
+    def post_mortem(self, release: Release, timeline: list[Event]) -> list[ExternalRecord]:
+        self.v.effect("post_mortem", release.id)
+        return []
+
+    @hookimpl
+    def update_service_levels(self, release: Release) -> None:
+        self.v.effect("sla", release.id)
+
+    @hookimpl
+    def release_changed(self, release: Release, event: Event) -> None:
+        self.v.effect("work_note", f"{release.id}:{event.at.isoformat()}:{event.message}")
+
+
+class KillingVendorPlugin(FakeVendorPlugin):
+    """The entry-point form: state in `$FAKE_VENDOR_STATE`, and a real SIGKILL as the crash."""
+
+    def __init__(self, config: object, settings: object) -> None:
+        import os
+        import signal
+
+        vendor = FakeVendor(Path(os.environ["FAKE_VENDOR_STATE"]))
+        original = vendor.effect
+
+        def effect(kind: str, key: str, value: Any = True) -> Any:
+            try:
+                return original(kind, key, value)
+            except SimulatedCrash:
+                os.kill(os.getpid(), signal.SIGKILL)
+                raise
+
+        vendor.effect = effect  # type: ignore[method-assign]
+        super().__init__(vendor)
