@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from db import database_url, postgres_server  # noqa: F401 - shared fixtures
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +14,4 @@ def _clean_bridge_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.upper().startswith("ITSM_BRIDGE_"):
             monkeypatch.delenv(name)
+

@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Modules that add sub-commands: each exposes `register(subparsers)`."""
     from itsm_bridge import cli_release
-    from itsm_bridge.sandbox import cli as sandbox_cli
+    from itsm_bridge import cli_sandbox as sandbox_cli
 
     return [cli_release.register, sandbox_cli.register, *_EXTENSIONS]
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from itsm_bridge import lifecycle
-from itsm_bridge.commands import ReleaseCommands, parse_when
 from itsm_bridge.errors import OperationFailed
-from itsm_bridge.intake import run_intake
-from itsm_bridge.models import Release, ReleaseNotes
-from itsm_bridge.plugins import PluginHost, load_plugins
-from itsm_bridge.process import Process
+from itsm_bridge.lifecycle import TRANSITIONS
 from itsm_bridge.settings import BridgeSettings, load_settings
 from itsm_bridge.store import Store, open_store
-from itsm_bridge.views import plan_lines, release_json, render_show
+
+if TYPE_CHECKING:
+    from itsm_bridge.commands import ReleaseCommands
+    from itsm_bridge.models import Release
+    from itsm_bridge.plugins import PluginHost
+    from itsm_bridge.process import Process
 
 
 @dataclass
@@ -29,6 +29,11 @@ class Runtime:
 
 
 def runtime(args: argparse.Namespace, *, upgrade: bool = True) -> Runtime:
+    """Everything a command that runs hooks needs (plugins are imported here, not before)."""
+    from itsm_bridge.commands import ReleaseCommands
+    from itsm_bridge.plugins import load_plugins
+    from itsm_bridge.process import Process
+
     settings = load_settings(args.config)
     host = load_plugins(settings)
     store = open_store(settings.database, upgrade=upgrade)
@@ -36,7 +41,24 @@ def runtime(args: argparse.Namespace, *, upgrade: bool = True) -> Runtime:
     return Runtime(settings, store, host, process, ReleaseCommands(process))
 
 
+def open_db(args: argparse.Namespace) -> Store:
+    """The store alone, for the commands that only read it (no plugin is loaded)."""
+    return open_store(load_settings(args.config).database)
+
+
+def resolve(store: Store, release_id: str) -> str:
+    with store.begin() as tx:
+        matches = tx.find_release_id(release_id)
+    if not matches:
+        raise OperationFailed(f"no release {release_id!r}; `itsm-bridge release list` shows them")
+    if len(matches) > 1:
+        raise OperationFailed(f"{release_id!r} matches several releases: {', '.join(matches)}")
+    return matches[0]
+
+
 def _print_release(release: Release, rt: Runtime, as_json: bool) -> None:
+    from itsm_bridge.views import release_json
+
     if as_json:
         with rt.store.begin() as tx:
             print(json.dumps(release_json(tx, release.id), indent=2))
@@ -45,6 +67,8 @@ def _print_release(release: Release, rt: Runtime, as_json: bool) -> None:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    from itsm_bridge.commands import parse_when
+
     rt = runtime(args)
     release = rt.commands.create(
         args.service,
@@ -61,49 +85,37 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rt = runtime(args)
-    with rt.store.begin() as tx:
-        releases = tx.list_releases(state=args.state)
-        if args.json:
-            print(json.dumps([_summary(r) for r in releases], indent=2))
-            return 0
+    store = open_db(args)
+    with store.begin() as tx:
+        rows = tx.release_summaries(state=args.state)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=_iso))
+        return 0
     print(f"{'ID':<22} {'SERVICE':<16} {'VERSION':<12} {'TYPE':<10} {'STATE':<19} CREATED")
-    for r in releases:
-        print(
-            f"{r.id:<22} {r.service:<16} {r.version:<12} {r.type.value:<10} "
-            f"{r.state.value:<19} {r.created_at:%Y-%m-%d %H:%M}Z"
-        )
+    for r in rows:
+        print(f"{r['id']:<22} {r['service']:<16} {r['version']:<12} {r['type']:<10} "
+              f"{r['state']:<19} {r['created_at']:%Y-%m-%d %H:%M}Z")
     return 0
 
 
-def _summary(release: Release) -> dict[str, Any]:
-    return release.model_dump(
-        mode="json",
-        include={
-            "id",
-            "service",
-            "version",
-            "name",
-            "type",
-            "major",
-            "state",
-            "window_start",
-            "window_end",
-            "created_at",
-        },
-    )
+def _iso(value: Any) -> str:
+    return value.isoformat().replace("+00:00", "Z") if hasattr(value, "isoformat") else str(value)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    rt = runtime(args)
-    release_id = rt.commands.resolve(args.id)
-    with rt.store.begin() as tx:
+    from itsm_bridge.views import release_json, render_show
+
+    store = open_db(args)
+    release_id = resolve(store, args.id)
+    with store.begin() as tx:
         data = release_json(tx, release_id)
     print(json.dumps(data, indent=2) if args.json else render_show(data))
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from itsm_bridge.views import plan_lines
+
     rt = runtime(args, upgrade=False)
     release_id = rt.commands.resolve(args.id)
     with rt.store.begin() as tx:
@@ -152,9 +164,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_notes(args: argparse.Namespace) -> int:
-    rt = runtime(args)
-    release_id = rt.commands.resolve(args.id)
-    with rt.store.begin() as tx:
+    from itsm_bridge.models import ReleaseNotes
+
+    store = open_db(args)
+    release_id = resolve(store, args.id)
+    with store.begin() as tx:
         raw = tx.core_data(release_id).get("notes")
     if not raw:
         raise OperationFailed(f"release {release_id} has no notes yet (step 10 has not run)")
@@ -166,6 +180,8 @@ def cmd_notes(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     if not args.once:
         raise OperationFailed("sync runs one cycle: pass --once (the daemon is `itsm-bridge run`)")
+    from itsm_bridge.intake import run_intake
+
     rt = runtime(args)
     intake = run_intake(rt.store, rt.host)
     advanced = rt.process.run_due()
@@ -206,7 +222,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.set_defaults(func=cmd_create)
 
     listing = rsub.add_parser("list", help="list releases, newest first")
-    listing.add_argument("--state", choices=[s.value for s in lifecycle.TRANSITIONS])
+    listing.add_argument("--state", choices=[s.value for s in TRANSITIONS])
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_list)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from itsm_bridge.lifecycle import NEEDS, STEP_NAMES
-from itsm_bridge.models import Release, Task
-from itsm_bridge.steps_plan import StepEnv
-from itsm_bridge.store import StepRow, Tx
+
+if TYPE_CHECKING:
+    from itsm_bridge.models import Release, Task
+    from itsm_bridge.steps_plan import StepEnv
+    from itsm_bridge.store import StepRow, Tx
 
 EVENTS_SHOWN = 500
 

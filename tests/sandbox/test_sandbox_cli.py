@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 LAUNCHER = """
 import argparse, sys
 import itsm_bridge.cli as cli
-from itsm_bridge.sandbox.cli import register
+from itsm_bridge.cli_sandbox import register
 parser = cli.build_parser()
 sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 if "sandbox" not in sub.choices:

@@ -7,22 +7,13 @@ a step's outcome (status, external references, events, release fields) is never 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection
 
-from itsm_bridge.errors import ConfigError
 from itsm_bridge.models import (
     Approval,
     BacklogItem,
@@ -38,6 +29,7 @@ from itsm_bridge.models import (
     utcnow,
 )
 from itsm_bridge.store import schema as t
+from itsm_bridge.store.queues import QueueRows
 
 log = logging.getLogger(__name__)
 
@@ -69,90 +61,7 @@ class StepRow:
         }
 
 
-def _engine(url: str) -> Engine:
-    try:
-        parsed = make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigError(
-            "database: not a database URL; use sqlite:///path/bridge.db or "
-            "postgresql+psycopg://user@host/db"
-        ) from exc
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
-
-        # The recipe from SQLAlchemy's SQLite notes: stop pysqlite from deferring BEGIN, and
-        # take the write lock up front so two processes never deadlock on lock upgrades.
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
-        @sa.event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
-    if parsed.get_backend_name() != "postgresql":
-        raise ConfigError("database: only sqlite and postgresql+psycopg URLs are supported")
-    return sa.create_engine(url, pool_pre_ping=True)
-
-
-def _alembic_config(connection: Connection) -> Config:
-    config = Config()
-    config.set_main_option(
-        "script_location", str(resources.files("itsm_bridge.store") / "migrations")
-    )
-    config.attributes["connection"] = connection
-    return config
-
-
-class Store:
-    """The bridge's database (SQLite or PostgreSQL)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine = _engine(url)
-
-    @property
-    def dialect(self) -> str:
-        return self.engine.dialect.name
-
-    def upgrade(self) -> None:
-        """Apply every pending migration (idempotent)."""
-        with self.engine.begin() as connection:
-            command.upgrade(_alembic_config(connection), "head")
-
-    def needs_upgrade(self) -> bool:
-        with self.engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
-            head = ScriptDirectory.from_config(_alembic_config(connection)).get_current_head()
-        return current != head
-
-    @contextmanager
-    def begin(self) -> Iterator[Tx]:
-        with self.engine.begin() as connection:
-            yield Tx(connection)
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-
-def open_store(url: str, *, upgrade: bool = True) -> Store:
-    """Open the database and bring its schema up to date."""
-    store = Store(url)
-    if upgrade:
-        store.upgrade()
-    return store
-
-
-class Tx:
+class Tx(QueueRows):
     """One transaction's view of the store."""
 
     def __init__(self, connection: Connection) -> None:
@@ -217,6 +126,25 @@ class Tx:
             query = query.limit(limit)
         return [_release_from_row(row, []) for row in self.conn.execute(query).mappings()]
 
+    def release_summaries(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Id, service, version, type, state and dates of releases, newest first (no JSON)."""
+        c = t.releases.c
+        query = sa.select(
+            c.id,
+            c.service,
+            c.version,
+            c.name,
+            c.type,
+            c.major,
+            c.state,
+            c.window_start,
+            c.window_end,
+            c.created_at,
+        ).order_by(c.created_at.desc(), c.id)
+        if state:
+            query = query.where(c.state == state)
+        return [dict(row) for row in self.conn.execute(query).mappings()]
+
     def update_release(self, release: Release) -> None:
         """Write the release's fields (records are written with `add_record`)."""
         current = self.core_data(release.id)
@@ -276,23 +204,6 @@ class Tx:
             .where(c.id == release_id, c.lease_owner == owner)
             .values(lease_owner=None, lease_expires_at=None)
         )
-
-    def take_lease(self, name: str, owner: str, ttl: timedelta) -> bool:
-        """A named lease (the pollers' leader lock); False when another owner holds it."""
-        now = utcnow()
-        c = t.leases.c
-        updated = self.conn.execute(
-            t.leases.update()
-            .where(c.name == name, sa.or_(c.owner == owner, c.expires_at < now))
-            .values(owner=owner, expires_at=now + ttl)
-        )
-        if updated.rowcount == 1:
-            return True
-        exists = self.conn.execute(sa.select(c.name).where(c.name == name)).first()
-        if exists:
-            return False
-        self.conn.execute(t.leases.insert().values(name=name, owner=owner, expires_at=now + ttl))
-        return True
 
     # -- steps ---------------------------------------------------------------------------
     def steps(self, release_id: str) -> list[StepRow]:
@@ -408,31 +319,17 @@ class Tx:
 
     def add_record(self, release_id: str, record: ExternalRecord) -> bool:
         """Remember an external record once; False when it was already known."""
-        c = t.records.c
-        key = record.key or ""
-        exists = self.conn.execute(
-            sa.select(c.id).where(
-                c.release_id == release_id,
-                c.system == record.system,
-                c.kind == record.kind,
-                c.key == key,
-                c.external_id == record.id,
-            )
-        ).first()
-        if exists:
-            return False
-        self.conn.execute(
-            t.records.insert().values(
-                release_id=release_id,
-                system=record.system,
-                kind=record.kind,
-                key=key,
-                external_id=record.id,
-                number=record.number,
-                url=record.url,
-            )
+        return self._insert_new(
+            t.records,
+            ["release_id", "system", "kind", "key", "external_id"],
+            release_id=release_id,
+            system=record.system,
+            kind=record.kind,
+            key=record.key or "",
+            external_id=record.id,
+            number=record.number,
+            url=record.url,
         )
-        return True
 
     # -- audit trail ---------------------------------------------------------------------
     def add_event(self, release_id: str, event: Event) -> None:
@@ -495,55 +392,6 @@ class Tx:
                 sa.select(sa.func.count()).where(t.events.c.release_id == release_id)
             ).scalar_one()
         )
-
-    # -- inbox ---------------------------------------------------------------------------
-    def inbox_add(self, source: str, dedupe_key: str, kind: str, payload: dict[str, Any]) -> bool:
-        """Store an inbound event once; False when its dedupe key was seen before."""
-        exists = self.conn.execute(
-            sa.select(t.inbox.c.id).where(t.inbox.c.dedupe_key == dedupe_key)
-        ).first()
-        if exists:
-            return False
-        self.conn.execute(
-            t.inbox.insert().values(
-                source=source,
-                dedupe_key=dedupe_key,
-                kind=kind,
-                payload=payload,
-                received_at=utcnow(),
-            )
-        )
-        return True
-
-    def inbox_pending(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            sa.select(t.inbox)
-            .where(t.inbox.c.processed_at.is_(None))
-            .order_by(t.inbox.c.id)
-            .limit(limit)
-        ).mappings()
-        return [dict(r) for r in rows]
-
-    def inbox_done(self, inbox_id: int, release_id: str | None, outcome: str) -> None:
-        self.conn.execute(
-            t.inbox.update()
-            .where(t.inbox.c.id == inbox_id)
-            .values(processed_at=utcnow(), release_id=release_id, outcome=outcome[:2000])
-        )
-
-    # -- poller cursors ------------------------------------------------------------------
-    def cursor(self, name: str) -> str | None:
-        return self.conn.execute(
-            sa.select(t.cursors.c.value).where(t.cursors.c.name == name)
-        ).scalar_one_or_none()
-
-    def set_cursor(self, name: str, value: str | None) -> None:
-        now = utcnow()
-        updated = self.conn.execute(
-            t.cursors.update().where(t.cursors.c.name == name).values(value=value, updated_at=now)
-        )
-        if updated.rowcount == 0:
-            self.conn.execute(t.cursors.insert().values(name=name, value=value, updated_at=now))
 
 
 def _release_columns(release: Release) -> dict[str, Any]:

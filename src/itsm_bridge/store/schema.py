@@ -13,6 +13,9 @@ from sqlalchemy.engine import Dialect
 
 metadata = sa.MetaData()
 
+# The newest Alembic revision: when the database is at it, opening the store skips Alembic.
+SCHEMA_REVISION = "0001"
+
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
     """A timezone-aware UTC datetime on every backend (SQLite has no time zones)."""

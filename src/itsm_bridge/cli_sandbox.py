@@ -20,8 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from itsm_bridge.sandbox import SYSTEMS, Sandbox, default_seed_path, load_seed
-
 EXIT_OK = 0
 
 
@@ -68,6 +66,8 @@ def _port(text: str) -> int:
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     """Start the three servers, print their URLs, serve until SIGINT/SIGTERM, stop cleanly."""
+    from itsm_bridge.sandbox import SYSTEMS, Sandbox, default_seed_path, load_seed
+
     source = Path(args.seed) if args.seed else default_seed_path()
     sandbox = Sandbox(load_seed(source), source=source)  # ConfigError: exit 2
     ports = {system: int(getattr(args, f"{system}_port", 0) or 0) for system in SYSTEMS}

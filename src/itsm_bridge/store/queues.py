@@ -1,0 +1,90 @@
+"""The rows that are not a release's: leases, the inbox of inbound events, poller cursors."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from itsm_bridge.models import utcnow
+from itsm_bridge.store import schema as t
+
+
+class QueueRows:
+    """Part of `Tx`: what several releases or replicas share."""
+
+    conn: Connection
+
+    def take_lease(self, name: str, owner: str, ttl: timedelta) -> bool:
+        """A named lease (the pollers' leader lock); False when another owner holds it."""
+        now = utcnow()
+        c = t.leases.c
+        updated = self.conn.execute(
+            t.leases.update()
+            .where(c.name == name, sa.or_(c.owner == owner, c.expires_at < now))
+            .values(owner=owner, expires_at=now + ttl)
+        )
+        if updated.rowcount == 1:
+            return True
+        return self._insert_new(t.leases, ["name"], name=name, owner=owner, expires_at=now + ttl)
+
+    def _insert_new(self, table: sa.Table, keys: list[str], **values: Any) -> bool:
+        """INSERT ... ON CONFLICT DO NOTHING: True when this call inserted the row.
+
+        Safe under concurrency on both backends (no look-then-insert race).
+        """
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
+        statement = (
+            dialect.insert(table)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=keys)
+            .returning(table.c[keys[0]])
+        )
+        return self.conn.execute(statement).first() is not None
+
+    # -- inbox ---------------------------------------------------------------------------
+    def inbox_add(self, source: str, dedupe_key: str, kind: str, payload: dict[str, Any]) -> bool:
+        """Store an inbound event once; False when its dedupe key was seen before."""
+        return self._insert_new(
+            t.inbox,
+            ["dedupe_key"],
+            source=source,
+            dedupe_key=dedupe_key,
+            kind=kind,
+            payload=payload,
+            received_at=utcnow(),
+        )
+
+    def inbox_pending(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            sa.select(t.inbox)
+            .where(t.inbox.c.processed_at.is_(None))
+            .order_by(t.inbox.c.id)
+            .limit(limit)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+    def inbox_done(self, inbox_id: int, release_id: str | None, outcome: str) -> None:
+        self.conn.execute(
+            t.inbox.update()
+            .where(t.inbox.c.id == inbox_id)
+            .values(processed_at=utcnow(), release_id=release_id, outcome=outcome[:2000])
+        )
+
+    # -- poller cursors ------------------------------------------------------------------
+    def cursor(self, name: str) -> str | None:
+        return self.conn.execute(
+            sa.select(t.cursors.c.value).where(t.cursors.c.name == name)
+        ).scalar_one_or_none()
+
+    def set_cursor(self, name: str, value: str | None) -> None:
+        now = utcnow()
+        updated = self.conn.execute(
+            t.cursors.update().where(t.cursors.c.name == name).values(value=value, updated_at=now)
+        )
+        if updated.rowcount == 0:
+            self.conn.execute(t.cursors.insert().values(name=name, value=value, updated_at=now))
