@@ -39,33 +39,82 @@ def build(url: str, releases: int, events: int) -> list[str]:
     ids = [f"rel-bench-{n:06d}" for n in range(releases)]
     started = time.perf_counter()
     with store.begin() as tx:
-        tx.conn.execute(t.releases.insert(), [
-            {"id": rid, "service": f"svc{n % 50}", "version": f"1.{n}.0", "name": "",
-             "type": "normal", "major": False, "state": random.choice(STATES),
-             "duration_seconds": 3600, "reason": "", "data": {}, "created_at": base + timedelta(minutes=n),
-             "updated_at": base + timedelta(minutes=n), "next_run_at": None}
-            for n, rid in enumerate(ids)
-        ])
-        tx.conn.execute(t.steps.insert(), [
-            {"release_id": rid, "number": num, "name": name, "status": "done", "state": {},
-             "detail": "ok"}
-            for rid in ids for num, name in STEPS
-        ])
-        tx.conn.execute(t.tasks.insert(), [
-            {"release_id": rid, "key": f"task-{k}", "position": k, "status": "done", "note": "",
-             "spec": {"key": f"task-{k}", "name": f"Task {k}", "kind": "manual", "group": None,
-                      "order": k, "purpose": None, "job": None}}
-            for rid in ids for k in range(5)
-        ])
+        tx.conn.execute(
+            t.releases.insert(),
+            [
+                {
+                    "id": rid,
+                    "service": f"svc{n % 50}",
+                    "version": f"1.{n}.0",
+                    "name": "",
+                    "type": "normal",
+                    "major": False,
+                    "state": random.choice(STATES),
+                    "duration_seconds": 3600,
+                    "reason": "",
+                    "data": {},
+                    "created_at": base + timedelta(minutes=n),
+                    "updated_at": base + timedelta(minutes=n),
+                    "next_run_at": None,
+                }
+                for n, rid in enumerate(ids)
+            ],
+        )
+        tx.conn.execute(
+            t.steps.insert(),
+            [
+                {
+                    "release_id": rid,
+                    "number": num,
+                    "name": name,
+                    "status": "done",
+                    "state": {},
+                    "detail": "ok",
+                }
+                for rid in ids
+                for num, name in STEPS
+            ],
+        )
+        tx.conn.execute(
+            t.tasks.insert(),
+            [
+                {
+                    "release_id": rid,
+                    "key": f"task-{k}",
+                    "position": k,
+                    "status": "done",
+                    "note": "",
+                    "spec": {
+                        "key": f"task-{k}",
+                        "name": f"Task {k}",
+                        "kind": "manual",
+                        "group": None,
+                        "order": k,
+                        "purpose": None,
+                        "job": None,
+                    },
+                }
+                for rid in ids
+                for k in range(5)
+            ],
+        )
     chunk = 50_000
     for start in range(0, events, chunk):
         with store.begin() as tx:
-            tx.conn.execute(t.events.insert(), [
-                {"release_id": ids[n % releases], "at": base + timedelta(seconds=n),
-                 "actor": "itsm-bridge", "kind": "step", "message": f"step {n % 18 + 1}: done",
-                 "evidence": {"n": n}}
-                for n in range(start, min(start + chunk, events))
-            ])
+            tx.conn.execute(
+                t.events.insert(),
+                [
+                    {
+                        "release_id": ids[n % releases],
+                        "at": base + timedelta(seconds=n),
+                        "actor": "itsm-bridge",
+                        "kind": "step",
+                        "message": f"step {n % 18 + 1}: done",
+                        "evidence": {"n": n},
+                    }
+                    for n in range(start, min(start + chunk, events))
+                ],
+            )
     print(f"built {releases} releases, {events} events in {time.perf_counter() - started:.1f} s")
     store.close()
     return ids
@@ -109,20 +158,26 @@ def main() -> None:
         with store.begin() as tx:
             tx.list_releases(state="closed")
 
-    for name, fn in (("show (one release, ~100 events)", show),
-                     ("list (all releases)", list_all),
-                     ("list --state closed", list_state)):
+    for name, fn in (
+        ("show (one release, ~100 events)", show),
+        ("list (all releases)", list_all),
+        ("list --state closed", list_state),
+    ):
         median, worst = timed(fn)
         print(f"in-process {name:<34} median {median:7.1f} ms   max {worst:7.1f} ms")
 
     config = RESULTS / "bench.yaml"
     config.write_text(yaml.safe_dump({"database": url}))
     cli = [sys.executable, "-m", "itsm_bridge.cli", "-c", str(config), "release"]
-    for name, argv in (("release show ID --json", ["show", sample[0], "--json"]),
-                       ("release list --state closed", ["list", "--state", "closed"]),
-                       ("release list", ["list"])):
+    for name, argv in (
+        ("release show ID --json", ["show", sample[0], "--json"]),
+        ("release list --state closed", ["list", "--state", "closed"]),
+        ("release list", ["list"]),
+    ):
+
         def run(argv: list[str] = argv) -> None:
             subprocess.run(cli + argv, check=True, capture_output=True)
+
         median, worst = timed(run, repeat=5)
         print(f"whole CLI  {name:<34} median {median:7.1f} ms   max {worst:7.1f} ms")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from db import database_url, postgres_server  # noqa: F401 - shared fixtures
 
 
@@ -14,4 +15,3 @@ def _clean_bridge_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.upper().startswith("ITSM_BRIDGE_"):
             monkeypatch.delenv(name)
-

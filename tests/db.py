@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
 from support import require_service
 
 PG_ADMIN_URL = os.environ.get(
@@ -23,7 +24,7 @@ def postgres_available() -> bool:
             pass
         engine.dispose()
         return True
-    except Exception:  # noqa: BLE001 - any failure means "not here"
+    except Exception:
         return False
 
 

@@ -49,6 +49,9 @@ class FakeVendor:
         self.signals: list[Signal] = []
         self.approval = "approved"
         self.tests = TestSummary(passed=10, failed=0)
+        self.jobs_started: list[dict[str, str]] = []
+        self.failures: dict[str, list[Exception]] = {}
+        self.changes_seen: list[str] = []
         if path and path.exists():
             data = json.loads(path.read_text())
             self.records, self.created = data["records"], Counter(data["created"])
@@ -70,6 +73,9 @@ class FakeVendor:
 
     def effect(self, kind: str, key: str, value: Any = True) -> Any:
         """Create `kind/key` unless it exists (the lookup); then maybe crash."""
+        pending = self.failures.get(kind)
+        if pending:
+            raise pending.pop(0)
         self.calls[kind] += 1
         full = f"{kind}/{key}"
         if full not in self.records:
@@ -116,6 +122,7 @@ class FakeVendorPlugin:
     @hookimpl
     def start_job(self, release: Release, purpose: str, params: dict[str, str]) -> JobRef:
         key = f"{params['RELEASE_ID']}:{purpose}:{params.get('TASK', '')}"
+        self.v.jobs_started.append({"purpose": purpose, **params})
         self.v.effect("job", key, {"polls": 0})
         return JobRef(system="fake", job=purpose, purpose=purpose, build_id=key)
 
@@ -158,6 +165,7 @@ class FakeVendorPlugin:
     @hookimpl
     def release_changed(self, release: Release, event: Event) -> None:
         self.v.effect("work_note", f"{release.id}:{event.at.isoformat()}:{event.message}")
+        self.v.changes_seen.append(event.message)
 
 
 class KillingVendorPlugin(FakeVendorPlugin):

@@ -93,8 +93,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'ID':<22} {'SERVICE':<16} {'VERSION':<12} {'TYPE':<10} {'STATE':<19} CREATED")
     for r in rows:
-        print(f"{r['id']:<22} {r['service']:<16} {r['version']:<12} {r['type']:<10} "
-              f"{r['state']:<19} {r['created_at']:%Y-%m-%d %H:%M}Z")
+        print(
+            f"{r['id']:<22} {r['service']:<16} {r['version']:<12} {r['type']:<10} "
+            f"{r['state']:<19} {r['created_at']:%Y-%m-%d %H:%M}Z"
+        )
     return 0
 
 

@@ -273,12 +273,12 @@ class ReleaseCommands:
             if step.status == "failed":
                 self._reset_step(tx, release.id, step.number)
         if release.window_end and release.window_end <= self.process.clock():
-            self._reset_step(tx, release.id, 5)  # the window passed: schedule again
+            self._reset_step(tx, release.id, 5, force=True)  # the window passed: schedule again
         return self.process._transition(tx, release, ReleaseState.PLANNED, why)
 
-    def _reset_step(self, tx: Tx, release_id: str, number: int) -> None:
+    def _reset_step(self, tx: Tx, release_id: str, number: int, force: bool = False) -> None:
         for step in tx.steps(release_id):
-            if step.number == number and step.status != "done":
+            if step.number == number and (force or step.status != "done"):
                 step.status, step.detail, step.finished_at, step.attempts = "pending", "", None, 0
                 step.state = {
                     k: v for k, v in step.state.items() if k not in ("findings", "retry_at")

@@ -55,7 +55,10 @@ def test_upgrade_is_idempotent(store: Store) -> None:
 
 def test_release_round_trip(store: Store) -> None:
     original = release(
-        name="Faster refunds", type="emergency", major=True, reason="CVE",
+        name="Faster refunds",
+        type="emergency",
+        major=True,
+        reason="CVE",
         not_before=datetime(2026, 12, 5, 22, tzinfo=timezone(timedelta(hours=1))),
         duration=timedelta(minutes=90),
         approval=Approval(status="approved", by="cab", at=datetime(2026, 12, 1, tzinfo=UTC)),
@@ -64,8 +67,12 @@ def test_release_round_trip(store: Store) -> None:
     )
     with store.begin() as tx:
         tx.insert_release(original, list(STEPS))
-        tx.add_record("rel-1", ExternalRecord(system="servicenow", kind="change_request",
-                                               id="a1", number="CHG0030001"))
+        tx.add_record(
+            "rel-1",
+            ExternalRecord(
+                system="servicenow", kind="change_request", id="a1", number="CHG0030001"
+            ),
+        )
     with store.begin() as tx:
         loaded = tx.release("rel-1")
     assert loaded is not None
@@ -85,7 +92,7 @@ def test_naive_datetimes_are_refused(store: Store) -> None:
     with store.begin() as tx:
         tx.insert_release(release(), list(STEPS))
     with pytest.raises(sa.exc.StatementError, match="naive"), store.begin() as tx:
-        tx.set_next_run("rel-1", datetime(2026, 1, 1))  # noqa: DTZ001 - the point of the test
+        tx.set_next_run("rel-1", datetime(2026, 1, 1))
 
 
 def test_records_are_idempotent(store: Store) -> None:
@@ -112,7 +119,9 @@ def test_transaction_rolls_back_as_a_whole(store: Store) -> None:
 def test_tasks_keep_their_order_and_jobs(store: Store) -> None:
     with store.begin() as tx:
         tx.insert_release(release(), list(STEPS))
-        tx.insert_tasks("rel-1", [Task(key="b", name="B", order=2), Task(key="a", name="A", order=1)])
+        tx.insert_tasks(
+            "rel-1", [Task(key="b", name="B", order=2), Task(key="a", name="A", order=1)]
+        )
         tx.insert_tasks("rel-1", [Task(key="a", name="A again"), Task(key="c", name="C")])
         job = JobRef(system="jenkins", job="payments/deploy", purpose="deploy", queue_id="7")
         tx.save_task("rel-1", Task(key="a", name="A", status=TaskStatus.RUNNING), job)
@@ -132,7 +141,12 @@ def test_events_are_append_only_and_ordered(store: Store) -> None:
         assert [e.message for e in tx.events("rel-1")] == [f"m{n}" for n in range(5)]
         assert [e.message for e in tx.events("rel-1", limit=2)] == ["m3", "m4"]
         first_id = tx.events_after("rel-1", 0)[0][0]
-        assert [e.message for _, e in tx.events_after("rel-1", first_id)] == ["m1", "m2", "m3", "m4"]
+        assert [e.message for _, e in tx.events_after("rel-1", first_id)] == [
+            "m1",
+            "m2",
+            "m3",
+            "m4",
+        ]
         assert tx.count_events("rel-1") == 5
 
 
@@ -185,7 +199,9 @@ def test_due_releases_and_summaries(store: Store) -> None:
     now = datetime(2026, 11, 28, 12, tzinfo=UTC)
     with store.begin() as tx:
         for n in range(3):
-            tx.insert_release(release(f"rel-{n}", created_at=now + timedelta(minutes=n)), list(STEPS))
+            tx.insert_release(
+                release(f"rel-{n}", created_at=now + timedelta(minutes=n)), list(STEPS)
+            )
         tx.set_next_run("rel-0", now - timedelta(minutes=1))
         tx.set_next_run("rel-1", now + timedelta(minutes=1))
         tx.set_next_run("rel-2", None)
@@ -194,5 +210,7 @@ def test_due_releases_and_summaries(store: Store) -> None:
         updated = release("rel-1", state=ReleaseState.CANCELLED)
         tx.update_release(updated)
         assert [r["id"] for r in tx.release_summaries(state="cancelled")] == ["rel-1"]
-        assert tx.find_release_id("rel-") == ["rel-0", "rel-1", "rel-2"] or len(
-            tx.find_release_id("rel-")) == 3
+        assert (
+            tx.find_release_id("rel-") == ["rel-0", "rel-1", "rel-2"]
+            or len(tx.find_release_id("rel-")) == 3
+        )

@@ -1,0 +1,308 @@
+"""The process gates and paths, driven with a fake vendor plugin and a controlled clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fake_vendor import FakeVendor, FakeVendorPlugin
+from itsm_bridge.commands import ReleaseCommands
+from itsm_bridge.errors import TransientError
+from itsm_bridge.models import Release, Signal
+from itsm_bridge.plugins import load_plugins
+from itsm_bridge.process import Process
+from itsm_bridge.settings import settings_from_mapping
+from itsm_bridge.store import open_store
+
+JOBS = {"build": "b", "deploy": "d", "smoke_test": "s", "rollback": "r"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 28, 10, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, service: dict[str, Any] | None = None, **config: Any):
+        self.clock = Clock()
+        self.vendor = FakeVendor()
+        self.settings = settings_from_mapping(
+            {
+                "database": f"sqlite:///{tmp_path}/bridge.db",
+                "data_dir": str(tmp_path),
+                "services": {"payments": service or {"jobs": JOBS}},
+                "policy": {"verify_minutes": 30, "poll_seconds": 30, **config.pop("policy", {})},
+                **config,
+            }
+        )
+        self.store = open_store(self.settings.database)
+        host = load_plugins(self.settings)
+        host.register(FakeVendorPlugin(self.vendor), "fake", version="0", module="fake_vendor")
+        self.process = Process(self.store, host, self.settings, clock=self.clock)
+        self.commands = ReleaseCommands(self.process)
+
+    def create(self, **kw: Any) -> str:
+        return self.commands.create("payments", kw.pop("version", "1.0.0"), **kw).id
+
+    def run(self, rid: str, minutes: float = 0.5, cycles: int = 1) -> Release:
+        """Advance `cycles` times, moving the clock `minutes` before each cycle."""
+        for _ in range(cycles):
+            self.clock.now += timedelta(minutes=minutes)
+            self.process.advance(rid)
+        return self.release(rid)
+
+    def release(self, rid: str) -> Release:
+        with self.store.begin() as tx:
+            release = tx.release(rid)
+        assert release is not None
+        return release
+
+    def steps(self, rid: str) -> dict[str, tuple[str, str]]:
+        with self.store.begin() as tx:
+            return {s.name: (s.status, s.detail) for s in tx.steps(rid)}
+
+    def events(self, rid: str, kind: str | None = None) -> list[str]:
+        with self.store.begin() as tx:
+            return [e.message for e in tx.events(rid) if kind is None or e.kind == kind]
+
+
+def test_automated_release_with_jobs_and_records(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    rid = h.create()
+    release = h.run(rid, cycles=6)
+    assert release.state.value == "verifying"
+    started = {j["purpose"]: j for j in h.vendor.jobs_started}
+    assert set(started) == {"build", "deploy", "smoke_test"}
+    change = release.record("fake", "change_request")
+    assert change is not None
+    assert started["deploy"]["CHANGE"] == change.number
+    assert started["deploy"]["RELEASE_ID"] == rid
+    assert started["deploy"]["VERSION"] == "1.0.0"
+    assert started["build"]["CHANGE"] == ""  # the build starts before the change exists
+    release = h.run(rid, minutes=31, cycles=2)
+    assert release.state.value == "closed"
+    assert "Released: payments 1.0.0: release" in str(h.vendor.records)
+
+
+def test_failed_tests_above_policy_block_the_release(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.vendor.tests.failed = 3
+    rid = h.create()
+    release = h.run(rid, cycles=4)
+    assert release.state.value == "blocked"
+    status, detail = h.steps(rid)["evaluate"]
+    assert status == "failed"
+    assert "3 failed test(s)" in detail
+    assert h.run(rid, cycles=2).state.value == "blocked"  # nothing runs while blocked
+    assert not any(j["purpose"] == "deploy" for j in h.vendor.jobs_started)
+
+
+def test_missing_backout_plan_is_a_blocker(tmp_path: Path) -> None:
+    h = Harness(tmp_path, service={"jobs": {"deploy": "d"}})
+    rid = h.create()
+    assert h.run(rid, cycles=3).state.value == "blocked"
+    assert "no back-out plan" in h.steps(rid)["evaluate"][1]
+
+
+def test_backout_policy_can_be_relaxed(tmp_path: Path) -> None:
+    h = Harness(tmp_path, service={"jobs": {"deploy": "d"}}, policy={"require_backout_plan": False})
+    rid = h.create()
+    assert h.run(rid, cycles=3).state.value != "blocked"
+
+
+def test_failed_build_blocks(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.vendor.job_results["build"] = "failed"
+    rid = h.create()
+    assert h.run(rid, cycles=3).state.value == "blocked"
+    assert h.steps(rid)["build"][0] == "failed"
+
+
+def test_rejected_change_blocks_with_the_comment(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.vendor.approval = "rejected"
+    rid = h.create()
+    assert h.run(rid, cycles=3).state.value == "blocked"
+    assert "rejected by cab" in h.steps(rid)["evaluate"][1]
+
+
+def test_failed_smoke_test_rolls_back_to_previous_version(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    first = h.create(version="1.0.0")
+    h.run(first, minutes=31, cycles=8)
+    assert h.release(first).state.value == "closed"
+    h.vendor.job_results["smoke_test"] = "failed"
+    rid = h.create(version="1.1.0")
+    release = h.run(rid, cycles=12)
+    assert release.state.value == "closed", h.steps(rid)
+    assert release.failure_reason.startswith("smoke test failed")
+    rollback = next(j for j in h.vendor.jobs_started if j["purpose"] == "rollback")
+    assert rollback["ROLLBACK_TO"] == "1.0.0"
+    assert rollback["RELEASE_ID"] == rid
+    assert h.vendor.created["backlog_return"] == 1
+    states = [m.split(":")[0] for m in h.events(rid, "state")]
+    assert states[-5:] == [
+        "implementing -> verifying",
+        "verifying -> failed",
+        "failed -> rolling_back",
+        "rolling_back -> rolled_back",
+        "rolled_back -> closed",
+    ]
+    assert any(k.startswith(f"notification/{rid}:Rolled back") for k in h.vendor.records)
+
+
+def test_alert_during_watch_period_rolls_back(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    rid = h.create()
+    release = h.run(rid, cycles=6)
+    assert release.state.value == "verifying"
+    assert release.deploy_started_at is not None
+    h.vendor.signals = [
+        Signal(
+            source="alertmanager",
+            key="old",
+            summary="before the deployment",
+            at=release.deploy_started_at - timedelta(minutes=5),
+        ),
+    ]
+    assert h.run(rid).state.value == "verifying"  # a signal older than the deployment
+    h.vendor.signals.append(
+        Signal(source="alertmanager", key="fp1", summary="HighErrorRate", at=h.clock.now)
+    )
+    release = h.run(rid, cycles=6)
+    assert release.state.value == "closed"
+    assert release.failure_reason == "alertmanager: HighErrorRate"
+    assert h.steps(rid)["detect"][0] == "failed"
+
+
+def test_major_release_early_life_support(tmp_path: Path) -> None:
+    h = Harness(tmp_path, policy={"els_days": 7})
+    rid = h.create(major=True)
+    release = h.run(rid, minutes=31, cycles=8)
+    assert release.state.value == "early_life_support"
+    h.vendor.signals = [
+        Signal(source="servicenow", key="INC1", summary="INC0010001 opened", at=h.clock.now)
+    ]
+    release = h.run(rid, minutes=6, cycles=2)
+    assert release.state.value == "early_life_support"  # no auto rollback by default
+    incident = [k for k in h.vendor.records if "Incident during early life support" in k]
+    assert len(incident) == 1
+    release = h.run(rid, minutes=60 * 24 * 8, cycles=1)
+    assert release.state.value == "closed"
+    assert h.steps(rid)["early_life_support"][0] == "done"
+
+
+def test_early_life_support_auto_rollback(tmp_path: Path) -> None:
+    h = Harness(tmp_path, policy={"els_auto_rollback": True})
+    rid = h.create(major=True)
+    assert h.run(rid, minutes=31, cycles=8).state.value == "early_life_support"
+    h.vendor.signals = [Signal(source="alertmanager", key="a", summary="down", at=h.clock.now)]
+    release = h.run(rid, minutes=6, cycles=6)
+    assert release.state.value == "closed"
+    assert release.failure_reason.startswith("during early life support")
+    assert any(j["purpose"] == "rollback" for j in h.vendor.jobs_started)
+
+
+def test_transient_failures_retry_with_backoff_then_need_a_human(tmp_path: Path) -> None:
+    h = Harness(tmp_path, policy={"retry_limit": 3})
+    h.vendor.failures["change"] = [TransientError("503 from ServiceNow")] * 5
+    rid = h.create()
+    h.run(rid)
+    status, detail = h.steps(rid)["change"]
+    assert status == "waiting"
+    assert "attempt 1" in detail
+    h.run(rid, minutes=0.1)  # not yet due: backoff is 30 s, then 60 s
+    assert "attempt 1" in h.steps(rid)["change"][1]
+    h.run(rid, minutes=1)
+    assert "attempt 2" in h.steps(rid)["change"][1]
+    release = h.run(rid, minutes=2)
+    assert release.state.value == "blocked"
+    assert "gave up after 3 attempts" in h.steps(rid)["change"][1]
+
+
+def test_plugin_error_blocks_and_retry_resumes(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.vendor.failures["change"] = [ValueError("cmdb_ci payments-api not found")]
+    rid = h.create()
+    assert h.run(rid, cycles=2).state.value == "blocked"
+    assert "cmdb_ci payments-api not found" in h.steps(rid)["change"][1]
+    h.commands.retry(rid)
+    release = h.run(rid, cycles=4)
+    assert release.state.value in {"implementing", "verifying"}
+    assert h.vendor.created["change"] == 1
+
+
+def test_release_changed_is_redelivered_in_order(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    rid = h.create()
+    h.vendor.failures["work_note"] = [RuntimeError("ServiceNow down")]
+    h.run(rid, cycles=3)
+    messages = h.events(rid)
+    assert h.vendor.changes_seen == messages[: len(h.vendor.changes_seen)]
+    assert len(h.vendor.changes_seen) == len(messages)
+
+
+def test_deployment_waits_for_the_window(tmp_path: Path) -> None:
+    h = Harness(
+        tmp_path,
+        windows={
+            "timezone": "Europe/Berlin",
+            "maintenance": [
+                {"name": "Weekly", "rrule": "FREQ=WEEKLY;BYDAY=SA;BYHOUR=22", "duration": "4h"}
+            ],
+        },
+    )
+    rid = h.create()
+    release = h.run(rid, cycles=5)
+    assert release.state.value == "scheduled"
+    assert release.window_start == datetime(2026, 11, 28, 21, tzinfo=UTC)
+    assert "waiting for the window" in h.steps(rid)["deploy"][1]
+    h.clock.now = datetime(2026, 11, 28, 21, 0, 1, tzinfo=UTC)
+    assert h.run(rid, minutes=0).state.value == "implementing"
+
+
+def test_missed_window_blocks_and_retry_reschedules(tmp_path: Path) -> None:
+    h = Harness(
+        tmp_path,
+        windows={
+            "timezone": "Europe/Berlin",
+            "maintenance": [
+                {"name": "Weekly", "rrule": "FREQ=WEEKLY;BYDAY=SA;BYHOUR=22", "duration": "4h"}
+            ],
+        },
+    )
+    rid = h.create()
+    h.run(rid, cycles=5)
+    h.clock.now = datetime(2026, 11, 29, 3, tzinfo=UTC)  # the daemon was down all night
+    assert h.run(rid, minutes=0).state.value == "blocked"
+    h.commands.retry(rid)
+    release = h.run(rid, cycles=3)
+    assert release.window_start == datetime(2026, 12, 5, 21, tzinfo=UTC)
+    assert release.state.value == "scheduled"
+
+
+WEEKLY = {
+    "timezone": "Europe/Berlin",
+    "maintenance": [
+        {"name": "Weekly", "rrule": "FREQ=WEEKLY;BYDAY=SA;BYHOUR=22", "duration": "4h"}
+    ],
+}
+
+
+@pytest.mark.parametrize("state", ["planned", "scheduled", "blocked"])
+def test_cancel_is_allowed_before_deployment(tmp_path: Path, state: str) -> None:
+    h = Harness(tmp_path, windows=WEEKLY)
+    if state == "blocked":
+        h.vendor.approval = "rejected"
+    rid = h.create()
+    if state != "planned":
+        h.run(rid, cycles=4)
+    assert h.release(rid).state.value == state
+    h.commands.cancel(rid, "no longer needed")
+    assert h.release(rid).state.value == "cancelled"
