@@ -152,11 +152,11 @@ def main() -> None:
 
     def list_all() -> None:
         with store.begin() as tx:
-            tx.list_releases()
+            tx.release_summaries()
 
     def list_state() -> None:
         with store.begin() as tx:
-            tx.list_releases(state="closed")
+            tx.release_summaries(state="closed")
 
     for name, fn in (
         ("show (one release, ~100 events)", show),

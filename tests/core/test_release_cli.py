@@ -310,3 +310,12 @@ def test_list_filters_by_state(bridge: Bridge) -> None:
     cancelled = json.loads(bridge.ok("release", "list", "--state", "cancelled", "--json"))
     assert [r["id"] for r in cancelled] == [first]
     assert "payments" in bridge.ok("release", "list")
+
+
+def test_db_upgrade_and_wal(bridge: Bridge, tmp_path: Path) -> None:
+    assert "up to date (sqlite)" in bridge.ok("db", "upgrade")
+    assert "up to date" in bridge.ok("db", "upgrade")  # idempotent
+    import sqlite3
+
+    mode = sqlite3.connect(tmp_path / "bridge.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
