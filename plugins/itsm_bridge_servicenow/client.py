@@ -1,0 +1,201 @@
+"""The ServiceNow REST client: the Table API through pysnow 0.7, plus the few calls pysnow
+cannot make well. Everything else in the plugin talks to ServiceNow through this class.
+
+pysnow 0.7 traits this module designs around (so the rest of the plugin need not know them):
+- a resource shares its query parameters between requests: a fresh resource per call;
+- `update()` costs a GET and a PUT: we write by sys_id with one PATCH on pysnow's session;
+- no `Link` following and no retry: we page with `sysparm_offset` and retry ourselves;
+- a 4xx/5xx raises `HTTPError` before ServiceNow's error body is read: we read
+  `response.json()["error"]` so users see ServiceNow's own message;
+- it pins an old pytz: our code uses `zoneinfo` only.
+
+Dates in queries are plain UTC `YYYY-MM-DD HH:MM:SS`; the integration user's time zone must
+be UTC (the Table API reads and writes date-times in the user's zone).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import pysnow
+import requests
+from pydantic import SecretStr
+
+from itsm_bridge.http import (
+    USER_AGENT,
+    call_with_retries,
+    error_for,
+    network_error,
+    retrying,
+)
+
+Record = dict[str, Any]
+SN_DATETIME = "%Y-%m-%d %H:%M:%S"
+
+
+def sn_datetime(value: datetime) -> str:
+    """A timezone-aware instant as ServiceNow's UTC `YYYY-MM-DD HH:MM:SS`."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime")
+    return value.astimezone(UTC).strftime(SN_DATETIME)
+
+
+def parse_sn_datetime(value: str) -> datetime | None:
+    """ServiceNow's `YYYY-MM-DD HH:MM:SS` (UTC for the integration user) as an aware instant."""
+    if not value:
+        return None
+    return datetime.strptime(value, SN_DATETIME).replace(tzinfo=UTC)
+
+
+def reference(value: Any) -> str:
+    """The sys_id of a reference field, whether it came as a string or as {link, value}."""
+    if isinstance(value, dict):
+        return str(value.get("value") or "")
+    return str(value or "")
+
+
+def servicenow_message(response: requests.Response) -> str:
+    """ServiceNow's own error text: `{"error": {"message", "detail"}, "status": "failure"}`."""
+    try:
+        error = response.json().get("error") or {}
+    except ValueError:
+        return response.text[:200]
+    message, detail = error.get("message") or "", error.get("detail") or ""
+    return f"{message}: {detail}" if detail else message
+
+
+class ServiceNowClient:
+    """Table API reads (paged, narrowed, retried), creates (never retried), PATCH updates."""
+
+    def __init__(
+        self,
+        url: str,
+        user: str,
+        password: SecretStr,
+        *,
+        timeout: float = 30.0,
+        page_size: int = 100,
+        attempts: int = 4,
+        max_wait: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        parts = urlsplit(url.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"not an instance URL: {url!r} (e.g. https://acme.service-now.com)")
+        self.base_url = f"{parts.scheme}://{parts.netloc}"
+        self.timeout = timeout
+        self.page_size = page_size
+        self._retry = retrying(attempts=attempts, max_wait=max_wait, sleep=sleep)
+        session = requests.Session()
+        session.auth = (user, password.get_secret_value())
+        self._pysnow = pysnow.Client(
+            host=parts.netloc, use_ssl=parts.scheme == "https", session=session
+        )
+        self.session: requests.Session = self._pysnow.session
+        self.session.headers["User-Agent"] = USER_AGENT
+
+    # -- Table API -----------------------------------------------------------------------
+    def _resource(self, table: str) -> Any:
+        """A fresh pysnow resource (pysnow carries parameters across calls on one)."""
+        return self._pysnow.resource(api_path=f"/table/{table}", timeout=self.timeout)
+
+    def _run(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except requests.HTTPError as exc:
+            if exc.response is None:
+                raise network_error(exc, what) from None
+            raise error_for(exc.response, servicenow_message(exc.response), what) from None
+        except pysnow.exceptions.ResponseError as exc:
+            raise error_for_body(what, exc) from None
+        except requests.RequestException as exc:
+            raise network_error(exc, what) from None
+
+    def query(
+        self,
+        table: str,
+        query: str,
+        fields: Sequence[str],
+        *,
+        limit: int | None = None,
+    ) -> list[Record]:
+        """Every record matching the encoded query, `fields` only, page by page."""
+        found: list[Record] = []
+        offset = 0
+        while True:
+            size = self.page_size if limit is None else min(self.page_size, limit - len(found))
+            page = self._page(table, query, fields, size, offset)
+            found += page
+            offset += len(page)
+            if len(page) < size or (limit is not None and len(found) >= limit):
+                return found
+
+    def _page(
+        self, table: str, query: str, fields: Sequence[str], size: int, offset: int
+    ) -> list[Record]:
+        def fetch() -> list[Record]:
+            response = self._resource(table).get(
+                query=query,
+                fields=list(fields),
+                limit=size,
+                offset=offset,
+                exclude_reference_link=True,
+                suppress_pagination_header=True,
+            )
+            return list(response.all())
+
+        what = f"GET {table}"
+        return call_with_retries(self._retry, lambda: self._run(what, fetch))
+
+    def get(self, table: str, sys_id: str, fields: Sequence[str]) -> Record | None:
+        """One record by sys_id, or None when it does not exist."""
+        rows = self.query(table, f"sys_id={sys_id}", fields, limit=1)
+        return rows[0] if rows else None
+
+    def create(self, table: str, payload: Record) -> Record:
+        """Insert one record. Never retried here: the caller looks it up before trying again."""
+
+        def post() -> Record:
+            return dict(self._resource(table).create(payload=payload).one())
+
+        return dict(self._run(f"POST {table}", post))
+
+    def update(self, table: str, sys_id: str, payload: Record, fields: Sequence[str] = ()) -> Record:
+        """One PATCH by sys_id (idempotent, so retried)."""
+        url = f"{self.base_url}/api/now/table/{table}/{sys_id}"
+        params = {"sysparm_exclude_reference_link": "true"}
+        if fields:
+            params["sysparm_fields"] = ",".join(fields)
+        return dict(self.call("PATCH", url, f"PATCH {table}", json=payload, params=params))
+
+    # -- other APIs ----------------------------------------------------------------------
+    def call(self, method: str, url: str, what: str, **kwargs: Any) -> Any:
+        """A retried request on pysnow's session; returns the `result` of the JSON body."""
+
+        def send() -> Any:
+            try:
+                response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            except requests.RequestException as exc:
+                raise network_error(exc, what) from None
+            if response.status_code >= 400:
+                raise error_for(response, servicenow_message(response), what)
+            if not response.content:
+                return {}
+            return response.json().get("result", {})
+
+        return call_with_retries(self._retry, send)
+
+    def api(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
+        """A call to a scripted or product REST API under /api (e.g. sn_chg_rest)."""
+        return self.call(method, f"{self.base_url}{path}", what, **kwargs)
+
+
+def error_for_body(what: str, exc: Exception) -> Exception:
+    """pysnow's ResponseError (an `error` object in a 2xx body) as a request error."""
+    from itsm_bridge.http import HTTPRequestError
+
+    return HTTPRequestError(f"{what}: {exc}", 400)
