@@ -26,8 +26,7 @@ unit: install
 test: lint typecheck unit
 
 demo: install
-	BRIDGE_API_TOKEN=demo $(BIN)/itsm-bridge -c config/itsm-bridge.example.yaml check-config
-	BRIDGE_API_TOKEN=demo $(BIN)/itsm-bridge -c config/itsm-bridge.example.yaml plugins
+	$(BIN)/itsm-bridge demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var/demo

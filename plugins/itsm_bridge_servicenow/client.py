@@ -11,6 +11,16 @@ pysnow 0.7 traits this module designs around (so the rest of the plugin need not
 
 Dates in queries are plain UTC `YYYY-MM-DD HH:MM:SS`; the integration user's time zone must
 be UTC (the Table API reads and writes date-times in the user's zone).
+
+Creates do not go through pysnow either: pysnow sends its whole parameter set (an empty
+`sysparm_query`, `sysparm_limit=10000` ...) with every POST, and a resource reused after a read
+would carry that read's query. A create here is one bare POST (`sysparm_exclude_reference_link`
+and `sysparm_fields` only), never retried: the caller looks the record up before trying again.
+
+Errors keep ServiceNow's own message (`{"error": {"message", "detail"}, "status": "failure"}`,
+"Table API", docs.servicenow.com) and never the password. A 403 whose message is
+"Operation Failed" is a business rule or data policy refusing the write, not a permission
+problem, and says so.
 """
 
 from __future__ import annotations
@@ -27,9 +37,12 @@ from pydantic import SecretStr
 
 from itsm_bridge.http import (
     USER_AGENT,
+    HTTPNeedsHuman,
+    HTTPRequestError,
     call_with_retries,
     error_for,
     network_error,
+    redact,
     retrying,
 )
 
@@ -92,6 +105,7 @@ class ServiceNowClient:
         self._retry = retrying(attempts=attempts, max_wait=max_wait, sleep=sleep)
         session = requests.Session()
         session.auth = (user, password.get_secret_value())
+        self._secret = password
         self._pysnow = pysnow.Client(
             host=parts.netloc, use_ssl=parts.scheme == "https", session=session
         )
@@ -108,12 +122,29 @@ class ServiceNowClient:
             return fn()
         except requests.HTTPError as exc:
             if exc.response is None:
-                raise network_error(exc, what) from None
-            raise error_for(exc.response, servicenow_message(exc.response), what) from None
+                raise self._scrub(network_error(exc, what)) from None
+            raise self._error(exc.response, what) from None
         except pysnow.exceptions.ResponseError as exc:
-            raise error_for_body(what, exc) from None
+            raise self._scrub(error_for_body(what, exc)) from None
         except requests.RequestException as exc:
-            raise network_error(exc, what) from None
+            raise self._scrub(network_error(exc, what)) from None
+
+    def _error(self, response: requests.Response, what: str) -> Exception:
+        """The typed error for a failed answer, with ServiceNow's message and no secret."""
+        message = servicenow_message(response)
+        if response.status_code == 403 and message.startswith("Operation Failed"):
+            text = f"{what}: HTTP 403: {message}".strip()
+            return self._scrub(
+                HTTPNeedsHuman(f"{text} (refused by a business rule or data policy)", 403)
+            )
+        return self._scrub(error_for(response, message, what))
+
+    def _scrub(self, error: Exception) -> Exception:
+        """`error` with the password replaced by *** wherever it appears in the message."""
+        error.args = tuple(
+            redact(arg, self._secret) if isinstance(arg, str) else arg for arg in error.args
+        )
+        return error
 
     def query(
         self,
@@ -156,13 +187,14 @@ class ServiceNowClient:
         rows = self.query(table, f"sys_id={sys_id}", fields, limit=1)
         return rows[0] if rows else None
 
-    def create(self, table: str, payload: Record) -> Record:
-        """Insert one record. Never retried here: the caller looks it up before trying again."""
-
-        def post() -> Record:
-            return dict(self._resource(table).create(payload=payload).one())
-
-        return dict(self._run(f"POST {table}", post))
+    def create(self, table: str, payload: Record, fields: Sequence[str] = ()) -> Record:
+        """Insert one record (one POST). Never retried: the caller looks it up before retrying."""
+        url = f"{self.base_url}/api/now/table/{table}"
+        params = {"sysparm_exclude_reference_link": "true"}
+        if fields:
+            params["sysparm_fields"] = ",".join(fields)
+        result = self.call("POST", url, f"POST {table}", retry=False, json=payload, params=params)
+        return dict(result)
 
     def update(self, table: str, sys_id: str, payload: Record, fields: Sequence[str] = ()) -> Record:
         """One PATCH by sys_id (idempotent, so retried)."""
@@ -173,29 +205,40 @@ class ServiceNowClient:
         return dict(self.call("PATCH", url, f"PATCH {table}", json=payload, params=params))
 
     # -- other APIs ----------------------------------------------------------------------
-    def call(self, method: str, url: str, what: str, **kwargs: Any) -> Any:
-        """A retried request on pysnow's session; returns the `result` of the JSON body."""
+    def call(self, method: str, url: str, what: str, *, retry: bool = True, **kwargs: Any) -> Any:
+        """A request on pysnow's session; returns the `result` of the JSON body.
+
+        Retried on transient errors unless `retry` is False (creates: one attempt only).
+        """
 
         def send() -> Any:
             try:
                 response = self.session.request(method, url, timeout=self.timeout, **kwargs)
             except requests.RequestException as exc:
-                raise network_error(exc, what) from None
+                raise self._scrub(network_error(exc, what)) from None
             if response.status_code >= 400:
-                raise error_for(response, servicenow_message(response), what)
+                raise self._error(response, what)
             if not response.content:
                 return {}
-            return response.json().get("result", {})
+            try:
+                body = response.json()
+            except ValueError:
+                raise self._scrub(
+                    HTTPRequestError(f"{what}: answer is not JSON: {response.text[:200]}", 502)
+                ) from None
+            return body.get("result", {}) if isinstance(body, dict) else body
 
+        if not retry:
+            return send()
         return call_with_retries(self._retry, send)
 
-    def api(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
+    def api(
+        self, method: str, path: str, what: str, *, retry: bool = True, **kwargs: Any
+    ) -> Any:
         """A call to a scripted or product REST API under /api (e.g. sn_chg_rest)."""
-        return self.call(method, f"{self.base_url}{path}", what, **kwargs)
+        return self.call(method, f"{self.base_url}{path}", what, retry=retry, **kwargs)
 
 
 def error_for_body(what: str, exc: Exception) -> Exception:
     """pysnow's ResponseError (an `error` object in a 2xx body) as a request error."""
-    from itsm_bridge.http import HTTPRequestError
-
     return HTTPRequestError(f"{what}: {exc}", 400)

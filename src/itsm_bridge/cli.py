@@ -57,6 +57,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from itsm_bridge.demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
 def redact_url(url: str) -> str:
     """A database URL with its password masked."""
     from sqlalchemy.engine import make_url
@@ -81,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate the configuration and the plugins")
     check.set_defaults(func=cmd_check_config)
+
+    demo = sub.add_parser("demo", help="the whole process against the local sandbox")
+    demo.add_argument("--keep", action="store_true", help="keep the state in var/demo")
+    demo.set_defaults(func=cmd_demo)
 
     plugins = sub.add_parser("plugins", help="list the loaded plugins and their hooks")
     plugins.add_argument("--json", action="store_true")

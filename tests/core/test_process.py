@@ -141,7 +141,7 @@ def test_failed_smoke_test_rolls_back_to_previous_version(tmp_path: Path) -> Non
     rid = h.create(version="1.1.0")
     release = h.run(rid, cycles=12)
     assert release.state.value == "closed", h.steps(rid)
-    assert release.failure_reason.startswith("smoke test failed")
+    assert release.failure_reason.lower().startswith("smoke test failed")
     rollback = next(j for j in h.vendor.jobs_started if j["purpose"] == "rollback")
     assert rollback["ROLLBACK_TO"] == "1.0.0"
     assert rollback["RELEASE_ID"] == rid
