@@ -114,9 +114,9 @@ def _window_finding(release: Release, row: Record, label: str) -> Finding | None
     end = parse_sn_datetime(str(row.get("end_date") or ""))
     if release.window_start is None or release.window_end is None:
         return None
-    if start is not None and end is not None:
-        if start <= release.window_start and release.window_end <= end:
-            return None
+    inside = start is not None and end is not None and start <= release.window_start
+    if inside and end is not None and release.window_end <= end:
+        return None
     return Finding(
         severity="blocker", source=SOURCE,
         message=f"the release window {_iso(release.window_start)} - {_iso(release.window_end)} "

@@ -196,7 +196,9 @@ class ServiceNowClient:
         result = self.call("POST", url, f"POST {table}", retry=False, json=payload, params=params)
         return dict(result)
 
-    def update(self, table: str, sys_id: str, payload: Record, fields: Sequence[str] = ()) -> Record:
+    def update(
+        self, table: str, sys_id: str, payload: Record, fields: Sequence[str] = ()
+    ) -> Record:
         """One PATCH by sys_id (idempotent, so retried)."""
         url = f"{self.base_url}/api/now/table/{table}/{sys_id}"
         params = {"sysparm_exclude_reference_link": "true"}

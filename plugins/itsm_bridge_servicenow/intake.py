@@ -31,7 +31,7 @@ TABLES = {"demand": "dmn_demand", "problem": "problem"}
 BASE_FIELDS = ("sys_id", "number", "short_description", "description", "sys_updated_on",
                "cmdb_ci.name")
 EXTRA_FIELDS = {"problem": ("fix_notes",)}
-ORDER = "^ORDERBYsys_updated_on^ORDERBYsys_id"
+ORDER = "ORDERBYsys_updated_on^ORDERBYsys_id"
 
 
 def _branches(query: str) -> list[str]:
@@ -60,7 +60,7 @@ def page_query(base: str, after: tuple[str, str] | None, since: datetime | None)
         stamp, sys_id = escape(after[0]), escape(after[1])
         cursor = [f"sys_updated_on>{stamp}", f"sys_updated_on={stamp}^sys_id>{sys_id}"]
     parts = [_join(branch, c) for branch in _branches(base) for c in cursor]
-    return "^NQ".join(parts) + ORDER
+    return _join("^NQ".join(parts), ORDER)
 
 
 def poll(

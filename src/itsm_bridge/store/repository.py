@@ -354,16 +354,7 @@ class Tx(QueueRows):
         rows = list(self.conn.execute(query).mappings())
         if limit:
             rows.reverse()
-        return [
-            Event(
-                at=r["at"],
-                actor=r["actor"],
-                kind=r["kind"],
-                message=r["message"],
-                evidence=r["evidence"] or {},
-            )
-            for r in rows
-        ]
+        return [_event_from_row(r) for r in rows]
 
     def events_after(self, release_id: str, after_id: int) -> list[tuple[int, Event]]:
         """Events with an id above `after_id` (the outbox of `release_changed`)."""
@@ -372,19 +363,7 @@ class Tx(QueueRows):
             .where(t.events.c.release_id == release_id, t.events.c.id > after_id)
             .order_by(t.events.c.id)
         ).mappings()
-        return [
-            (
-                r["id"],
-                Event(
-                    at=r["at"],
-                    actor=r["actor"],
-                    kind=r["kind"],
-                    message=r["message"],
-                    evidence=r["evidence"] or {},
-                ),
-            )
-            for r in rows
-        ]
+        return [(r["id"], _event_from_row(r)) for r in rows]
 
     def count_events(self, release_id: str) -> int:
         return int(
@@ -392,6 +371,16 @@ class Tx(QueueRows):
                 sa.select(sa.func.count()).where(t.events.c.release_id == release_id)
             ).scalar_one()
         )
+
+
+def _event_from_row(row: Any) -> Event:
+    return Event(
+        at=row["at"],
+        actor=row["actor"],
+        kind=row["kind"],
+        message=row["message"],
+        evidence=row["evidence"] or {},
+    )
 
 
 def _release_columns(release: Release) -> dict[str, Any]:
