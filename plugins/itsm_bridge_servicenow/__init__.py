@@ -34,11 +34,11 @@ from itsm_bridge.models import (
 from itsm_bridge.settings import BridgeSettings
 from itsm_bridge_servicenow import (
     change,
+    change_tasks,
     cmdb,
     incidents,
     intake,
     schedules,
-    change_tasks,
     service_levels,
     webhook,
 )
@@ -51,7 +51,7 @@ class IntakeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     # Encoded queries selecting what becomes backlog work (steps 1 and 2).
-    demand_query: str = "state=9"  # dmn_demand: Approved
+    demand_query: str = "state=8"  # dmn_demand: Approved (9 is Completed; see your choice list)
     problem_query: str = "state=104"  # problem: Fix in Progress
 
 
@@ -98,12 +98,15 @@ class Settings(BaseModel):
         return value.rstrip("/")
 
 
+_Settings = Settings
+
+
 class ServiceNowPlugin:
     """The hook implementations; each delegates to one module."""
 
     Settings = Settings
 
-    def __init__(self, config: Settings, settings: BridgeSettings) -> None:
+    def __init__(self, config: _Settings, settings: BridgeSettings) -> None:
         self.config = config
         self.bridge = settings
         self.client = ServiceNowClient(
@@ -184,4 +187,3 @@ class ServiceNowPlugin:
     @hookimpl
     def register_webhooks(self, register: Callable[..., Any]) -> None:
         register("servicenow", webhook.Handler(self.config))
-

@@ -26,6 +26,7 @@ from typing import Any
 
 from itsm_bridge.default_plugins.tasks import DEPLOY_ORDER, SMOKE_ORDER
 from itsm_bridge.errors import NeedsHuman
+from itsm_bridge.http import HTTPRequestError
 from itsm_bridge.models import ChangeRef, Release, ReleaseNotes, ReleaseType
 from itsm_bridge.settings import BridgeSettings, ServiceSettings
 from itsm_bridge_servicenow import cmdb
@@ -87,8 +88,10 @@ def lookup(client: ServiceNowClient, table: str, name: str, what: str) -> str:
     """The sys_id of the record of `table` named `name`; NeedsHuman when there is none."""
     rows = client.query(table, f"name={escape(name)}", ["sys_id"], limit=1)
     if not rows:
-        raise NeedsHuman(f"{what} {name!r} does not exist in ServiceNow ({table}): create it "
-                         "there or fix the name in the configuration")
+        raise NeedsHuman(
+            f"{what} names {name!r}, which does not exist in ServiceNow "
+            f"({table}): create it there or fix the name in the configuration"
+        )
     return str(rows[0]["sys_id"])
 
 
@@ -123,9 +126,9 @@ def change_payload(
         payload["end_date"] = sn_datetime(release.window_end)
     if service.ci:
         key = f"services.{release.service}.ci"
-        payload["cmdb_ci"] = lookup(client, "cmdb_ci", service.ci, f"the CI of {key},")
+        payload["cmdb_ci"] = lookup(client, "cmdb_ci", service.ci, key)
     if config.assignment_group:
-        what = "plugins.servicenow.assignment_group,"
+        what = "plugins.servicenow.assignment_group"
         payload["assignment_group"] = lookup(
             client, "sys_user_group", config.assignment_group, what
         )
@@ -197,8 +200,11 @@ def backout_plan(service: ServiceSettings) -> str:
 def test_plan(service: ServiceSettings) -> str:
     """The smoke test after deployment; results arrive as work notes."""
     smoke = service.jobs.smoke_test
-    first = f"Smoke test job {smoke} runs after the deployment" if smoke else (
-        "A manual smoke test follows the deployment")
+    first = (
+        f"Smoke test job {smoke} runs after the deployment"
+        if smoke
+        else ("A manual smoke test follows the deployment")
+    )
     return (
         f"{first}; the build's test results and the smoke test result are added as work "
         "notes. Failure signals are watched for the verification period."
@@ -209,15 +215,24 @@ def _create_standard(client: ServiceNowClient, template: str, payload: Record) -
     """A standard change from its template (Change Management API); one attempt only."""
     template_id = template
     if not SYS_ID.match(template):
-        template_id = lookup(client, "std_change_record_producer", template,
-                             "the standard change template (plugins.servicenow.standard_template)")
+        what = "plugins.servicenow.standard_template"
+        template_id = lookup(client, "std_change_record_producer", template, what)
     body = {
         key: value
         for key, value in payload.items()
         if key not in ("description", "implementation_plan", "backout_plan", "test_plan", "type")
     }
     path = f"/api/sn_chg_rest/change/standard/{template_id}"
-    result = client.api("POST", path, "POST standard change", retry=False, json=body)
+    try:
+        result = client.api("POST", path, "POST standard change", retry=False, json=body)
+    except HTTPRequestError as exc:
+        if exc.status not in (400, 404):
+            raise
+        raise NeedsHuman(
+            f"{exc}: the instance has no Change Management API or no standard change template "
+            f"{template!r}; fix plugins.servicenow.standard_template or unset it to create "
+            "standard changes through the Table API"
+        ) from None
     if isinstance(result, list):
         result = result[0] if result else {}
     row = {name: _plain(result.get(name)) for name in FOUND_FIELDS}

@@ -85,7 +85,11 @@ def read_change(client: ServiceNowClient, sys_id: str, fields: list[str]) -> Rec
 
 
 def journal(
-    client: ServiceNowClient, sys_id: str, elements: tuple[str, ...], *, like: str = "",
+    client: ServiceNowClient,
+    sys_id: str,
+    elements: tuple[str, ...],
+    *,
+    like: str = "",
     limit: int = 20,
 ) -> list[Record]:
     """Journal entries of a record, newest first (`sys_journal_field`, narrow fields)."""
@@ -105,8 +109,11 @@ def marker(event: Event) -> str:
 
 def work_note(release: Release, event: Event) -> str:
     """The work note for an event: marker, what happened, who, evidence and links."""
-    lines = [marker(event), event.message, f"release {release.id} ({release.title}), "
-             f"now {release.state.value}; by {event.actor}"]
+    lines = [
+        marker(event),
+        event.message,
+        f"release {release.id} ({release.title}), now {release.state.value}; by {event.actor}",
+    ]
     for key, value in sorted(event.evidence.items()):
         lines.append(f"- {key}: {value}")
     links = [rec.url for rec in release.records if rec.url and rec.kind != TABLE]
@@ -183,7 +190,10 @@ def sync(client: ServiceNowClient, config: Any, release: Release, event: Event) 
     note = work_note(release, event)
     pending_note = None if journal(client, sys_id, ("work_notes",), like=marker(event)) else note
     target = target_state(release, event, current)
-    for state in next_steps(release.type, current, target, approval):
+    kind = release.type
+    if str(row.get("type") or "") in {t.value for t in ReleaseType}:
+        kind = ReleaseType(str(row["type"]))  # the change's own type rules its state model
+    for state in next_steps(kind, current, target, approval):
         payload: dict[str, str] = {"state": state}
         if state == CLOSED:
             payload.update(closure(release))

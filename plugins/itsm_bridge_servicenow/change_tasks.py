@@ -158,16 +158,17 @@ def find_or_create(
     existing: dict[str, dict[str, Any]] = {}
     for row in client.query(TABLE, query, TASK_FIELDS):
         existing.setdefault(str(row.get("correlation_id") or ""), row)
-    groups = Groups(client, "the task's group (services.<name>.tasks) or "
-                    "plugins.servicenow.assignment_group")
+    groups = Groups(
+        client, "the task's group (services.<name>.tasks) or plugins.servicenow.assignment_group"
+    )
     records = []
     for spec in tasks:
-        row = existing.get(f"{prefix}{spec.key}")
-        if row is None:
+        found = existing.get(f"{prefix}{spec.key}")
+        if found is None:
             name = spec.group or config.assignment_group
             group_id = groups.sys_id(name) if name else None
-            row = client.create(TABLE, payload(release, spec, change_id, group_id))
-        records.append(as_record(client, row, spec.key))
+            found = client.create(TABLE, payload(release, spec, change_id, group_id))
+        records.append(as_record(client, found, spec.key))
     return records
 
 
@@ -224,6 +225,9 @@ def close(client: ServiceNowClient, release: Release, task: Task) -> None:
         if done
         else f"{task.name} failed (itsm-bridge, release {release.id})"
     )
-    body = {"state": CLOSED, "close_code": SUCCESSFUL if done else UNSUCCESSFUL,
-            "close_notes": notes}
+    body = {
+        "state": CLOSED,
+        "close_code": SUCCESSFUL if done else UNSUCCESSFUL,
+        "close_notes": notes,
+    }
     client.update(TABLE, record.id, body, fields=STATUS_FIELDS)

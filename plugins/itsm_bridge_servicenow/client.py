@@ -74,9 +74,12 @@ def reference(value: Any) -> str:
 def servicenow_message(response: requests.Response) -> str:
     """ServiceNow's own error text: `{"error": {"message", "detail"}, "status": "failure"}`."""
     try:
-        error = response.json().get("error") or {}
+        body = response.json()
     except ValueError:
         return response.text[:200]
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):  # not ServiceNow's shape (a proxy, a router): as given
+        return str(error or body)[:200]
     message, detail = error.get("message") or "", error.get("detail") or ""
     return f"{message}: {detail}" if detail else message
 
@@ -169,14 +172,17 @@ class ServiceNowClient:
         self, table: str, query: str, fields: Sequence[str], size: int, offset: int
     ) -> list[Record]:
         def fetch() -> list[Record]:
-            response = self._resource(table).get(
-                query=query,
-                fields=list(fields),
-                limit=size,
-                offset=offset,
-                exclude_reference_link=True,
-                suppress_pagination_header=True,
+            resource = self._resource(table)
+            # pysnow would send its booleans as "True"/"False": the documented values are
+            # lowercase, so they go as custom parameters (which override pysnow's own).
+            resource.parameters.add_custom(
+                {
+                    "sysparm_exclude_reference_link": "true",
+                    "sysparm_suppress_pagination_header": "true",
+                    "sysparm_display_value": "false",
+                }
             )
+            response = resource.get(query=query, fields=list(fields), limit=size, offset=offset)
             return list(response.all())
 
         what = f"GET {table}"
@@ -234,9 +240,7 @@ class ServiceNowClient:
             return send()
         return call_with_retries(self._retry, send)
 
-    def api(
-        self, method: str, path: str, what: str, *, retry: bool = True, **kwargs: Any
-    ) -> Any:
+    def api(self, method: str, path: str, what: str, *, retry: bool = True, **kwargs: Any) -> Any:
         """A call to a scripted or product REST API under /api (e.g. sn_chg_rest)."""
         return self.call(method, f"{self.base_url}{path}", what, retry=retry, **kwargs)
 

@@ -190,23 +190,31 @@ def identify_impact(
 
 
 def affected_ci_ids(
-    client: ServiceNowClient, config: Settings, bridge: BridgeSettings, release: Release
+    client: ServiceNowClient,
+    config: Settings,
+    bridge: BridgeSettings | None,
+    release: Release,
 ) -> list[str]:
     """sys_ids whose schedules apply to the release (step 5).
 
-    The service CI plus the ServiceNow CIs and services of `release.impact`; before step 8
-    has run, the service CI and its direct neighbours (conflict detection also checks the
-    parents and children of every CI in scope).
+    The service CI (when `bridge` is given) plus the ServiceNow CIs and services of
+    `release.impact`; before step 8 has run, the service CI and its direct neighbours
+    (conflict detection also checks the parents and children of every CI in scope).
     """
-    root = service_ci(client, bridge, release)
+    root = service_ci(client, bridge, release) if bridge is not None else None
     ids = [str(root["sys_id"])] if root else []
-    impact = release.impact
-    items = impact.cis + impact.services if impact else []
+    items = release.impact.cis + release.impact.services if release.impact else []
     known = [ci.id for ci in items if ci.system == SYSTEM]
     if known:
         ids += known
     elif root is not None and config.cmdb_depth > 0:
         ids += walk(client, ids[0], relationship_type_ids(client, config.relationship_types), 1)
+    elif root is None:
+        log.warning(
+            "servicenow: no CI known for release %s yet (step 8 not run): only unscoped "
+            "schedules apply",
+            release.id,
+        )
     return list(dict.fromkeys(ids))
 
 

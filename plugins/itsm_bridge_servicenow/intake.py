@@ -28,8 +28,14 @@ if TYPE_CHECKING:
 
 SYSTEM = "servicenow"
 TABLES = {"demand": "dmn_demand", "problem": "problem"}
-BASE_FIELDS = ("sys_id", "number", "short_description", "description", "sys_updated_on",
-               "cmdb_ci.name")
+BASE_FIELDS = (
+    "sys_id",
+    "number",
+    "short_description",
+    "description",
+    "sys_updated_on",
+    "cmdb_ci.name",
+)
 EXTRA_FIELDS = {"problem": ("fix_notes",)}
 ORDER = "ORDERBYsys_updated_on^ORDERBYsys_id"
 
@@ -75,8 +81,7 @@ def poll(
     size = client.page_size
     while True:
         rows = client.query(table, page_query(base, after, since), fields, limit=size)
-        for row in rows:
-            yield row
+        yield from rows
         if len(rows) < size:
             return
         last = (str(rows[-1].get("sys_updated_on") or ""), str(rows[-1]["sys_id"]))

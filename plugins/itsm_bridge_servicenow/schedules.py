@@ -48,6 +48,7 @@ from zoneinfo import ZoneInfo
 from itsm_bridge import windows as calendar
 from itsm_bridge.errors import NeedsHuman
 from itsm_bridge.models import Freeze, Release, Window
+from itsm_bridge.settings import BridgeSettings
 from itsm_bridge_servicenow.client import Record, ServiceNowClient, reference
 from itsm_bridge_servicenow.cmdb import affected_ci_ids, chunked, query_in
 
@@ -102,10 +103,18 @@ class Occurrence:
 
 
 def blackouts(
-    client: ServiceNowClient, config: Settings, release: Release, start: datetime, end: datetime
+    client: ServiceNowClient,
+    config: Settings,
+    release: Release,
+    start: datetime,
+    end: datetime,
+    bridge: BridgeSettings | None = None,
 ) -> list[Freeze]:
-    """Step 5: blackout occurrences of the release's CIs overlapping `[start, end)`, in UTC."""
-    cis = affected_ci_ids(client, config, release.__class__ and _bridge(config), release)
+    """Step 5: blackout occurrences of the release's CIs overlapping `[start, end)`, in UTC.
+
+    `bridge` (the bridge settings) lets the service's CI be found before step 8 has run.
+    """
+    cis = affected_ci_ids(client, config, bridge, release)
     schedules = applicable(client, BLACKOUT_TABLE, cis, unscoped=True)
     freezes = [
         Freeze(
@@ -121,10 +130,18 @@ def blackouts(
 
 
 def maintenance_windows(
-    client: ServiceNowClient, config: Settings, release: Release, start: datetime, end: datetime
+    client: ServiceNowClient,
+    config: Settings,
+    release: Release,
+    start: datetime,
+    end: datetime,
+    bridge: BridgeSettings | None = None,
 ) -> list[Window]:
-    """Step 5: maintenance occurrences of the release's CIs overlapping `[start, end)`, UTC."""
-    cis = affected_ci_ids(client, config, _bridge(config), release)
+    """Step 5: maintenance occurrences of the release's CIs overlapping `[start, end)`, UTC.
+
+    `bridge` (the bridge settings) lets the service's CI be found before step 8 has run.
+    """
+    cis = affected_ci_ids(client, config, bridge, release)
     schedules = applicable(client, MAINTENANCE_TABLE, cis, unscoped=False)
     known = {str(s["sys_id"]) for s in schedules}
     schedules += [s for s in ci_maintenance_schedules(client, cis) if s["sys_id"] not in known]
@@ -180,7 +197,11 @@ def matches(client: ServiceNowClient, applies_to: str, condition: str, cis: Sequ
 def ci_maintenance_schedules(client: ServiceNowClient, cis: Sequence[str]) -> list[Record]:
     """The `cmn_schedule` rows the CIs name in their `maintenance_schedule` field."""
     rows = query_in(
-        client, "cmdb_ci", "sys_id", cis, ("sys_id", "maintenance_schedule"),
+        client,
+        "cmdb_ci",
+        "sys_id",
+        cis,
+        ("sys_id", "maintenance_schedule"),
         "maintenance_scheduleISNOTEMPTY",
     )
     ids = {reference(r.get("maintenance_schedule")) for r in rows} - {""}

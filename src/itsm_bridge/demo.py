@@ -14,11 +14,12 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from itsm_bridge.commands import ReleaseCommands
 from itsm_bridge.errors import ConfigError, OperationFailed
-from itsm_bridge.models import ReleaseState, Task, TaskStatus
+from itsm_bridge.models import ReleaseState, Task, TaskStatus, utcnow
 from itsm_bridge.plugins import load_plugins
 from itsm_bridge.process import Process
 from itsm_bridge.sandbox import Sandbox, load_seed
@@ -53,6 +54,19 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+class DemoClock:
+    """Real time, except that the demo may fast-forward it to a maintenance window."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return utcnow() + self.offset
+
+    def jump_to(self, when: datetime) -> None:
+        self.offset += max(timedelta(0), when - self())
+
+
 class Demo:
     def __init__(self, sandbox: Sandbox, workdir: Path, say: Say) -> None:
         self.sandbox = sandbox
@@ -60,7 +74,8 @@ class Demo:
         settings = load_settings(demo_config_path())
         self.host = load_plugins(settings)
         self.store = open_store(settings.database)
-        self.process = Process(self.store, self.host, settings)
+        self.clock = DemoClock()
+        self.process = Process(self.store, self.host, settings, clock=self.clock)
         self.commands = ReleaseCommands(self.process)
         self.printed: dict[str, int] = {}
         self.fail_smoke_test: set[str] = set()
@@ -81,6 +96,16 @@ class Demo:
                 raise OperationFailed(f"release {release_id} is blocked: {steps[7].detail}")
             if steps[7].status == "waiting":
                 self.approve(release_id)
+            if (
+                release.state == ReleaseState.SCHEDULED
+                and release.window_start
+                and (release.window_start > self.clock())
+            ):
+                self.say(
+                    f"  [clock] fast-forward to the maintenance window at "
+                    f"{release.window_start:%Y-%m-%d %H:%M}Z"
+                )
+                self.clock.jump_to(release.window_start)
             for number in (11, 12, 14):
                 if steps[number].status == "waiting":
                     self.finish_manual_task(release_id, number, tasks)
@@ -100,13 +125,15 @@ class Demo:
 
     def finish_manual_task(self, release_id: str, step: int, tasks: list[Task]) -> None:
         """Play the person who does the next manual task of the waiting step."""
+
         def in_step(task: Task) -> bool:
             if step == 14:
                 return task.key == "rollback"
             return task.key != "rollback" and (task.order < 200) == (step == 11)
 
-        waiting = [t for t in tasks if in_step(t) and t.kind == "manual"
-                   and t.status == TaskStatus.PENDING]
+        waiting = [
+            t for t in tasks if in_step(t) and t.kind == "manual" and t.status == TaskStatus.PENDING
+        ]
         if not waiting:
             return
         task = waiting[0]
@@ -119,12 +146,15 @@ class Demo:
         if task.record is not None and task.record.system == "servicenow":
             code = "unsuccessful" if fail else "successful"
             self.sandbox.servicenow.close_task(task.record.id, close_code=code, notes=note)
-            self.say(f"  [person] {who} closes {task.record.number} ({task.name}) in "
-                     f"ServiceNow: {note}")
+            self.say(
+                f"  [person] {who} closes {task.record.number} ({task.name}) in ServiceNow: {note}"
+            )
         else:
             self.commands.task_done(release_id, task.key, failed=fail, note=note, actor="operator")
-            self.say(f"  [person] {who}: itsm-bridge release task-done {task.key}"
-                     f"{' --failed' if fail else ''}: {note}")
+            self.say(
+                f"  [person] {who}: itsm-bridge release task-done {task.key}"
+                f"{' --failed' if fail else ''}: {note}"
+            )
 
     def print_new_events(self, release_id: str) -> None:
         with self.store.begin() as tx:

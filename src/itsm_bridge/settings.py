@@ -181,6 +181,7 @@ class PolicySettings(StrictModel):
     default_duration: str = "1h"
     retry_limit: int = Field(default=8, ge=1)
     poll_seconds: int = Field(default=30, ge=0)
+    failure_severity: Literal["critical", "warning", "info"] = "warning"
 
     _check_duration = field_validator("default_duration")(_duration)
 

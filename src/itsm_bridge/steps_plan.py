@@ -109,7 +109,12 @@ def step_cmdb(env: StepEnv, ctx: StepContext) -> Outcome:
 def step_schedule(env: StepEnv, ctx: StepContext) -> Outcome:
     """Step 5: the earliest slot inside a maintenance window and outside every freeze."""
     release = ctx.release
-    not_before = max(release.not_before or ctx.now, ctx.now)
+    # whole seconds: change records keep no sub-second detail ("now" rounds down, so the
+    # slot starts at once; a requested instant rounds up, so it is never earlier)
+    asked = release.not_before if release.not_before and release.not_before > ctx.now else None
+    not_before = (asked or ctx.now).replace(microsecond=0)
+    if asked and not_before < asked:
+        not_before += timedelta(seconds=1)
     emergency = release.type == ReleaseType.EMERGENCY
 
     def windows(start: Any, end: Any) -> list[Window]:

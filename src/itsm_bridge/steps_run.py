@@ -136,15 +136,27 @@ def step_smoke_test(env: StepEnv, ctx: StepContext) -> Outcome:
     return run_tasks(env, ctx, tasks_of_step(ctx))
 
 
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
 def collect_signals(env: StepEnv, ctx: StepContext) -> list[Signal]:
-    since = ctx.release.deploy_started_at or ctx.now
+    """New signals at or above `policy.failure_severity` since the deployment began.
+
+    Vendors stamp whole seconds, so the deployment start is compared to the second.
+    """
+    since = (ctx.release.deploy_started_at or ctx.now).replace(microsecond=0)
     seen = set(ctx.step.state.get("seen", []))
+    threshold = SEVERITY_RANK[env.settings.policy.failure_severity]
     found = [
         s
         for result in env.host.hook.detect_failure(release=ctx.release, since=since)
         for s in result
     ]
-    return [s for s in found if s.key not in seen and s.at >= since]
+    return [
+        s
+        for s in found
+        if s.key not in seen and s.at >= since and SEVERITY_RANK[s.severity] >= threshold
+    ]
 
 
 def step_detect(env: StepEnv, ctx: StepContext) -> Outcome:

@@ -306,3 +306,31 @@ def test_cancel_is_allowed_before_deployment(tmp_path: Path, state: str) -> None
     assert h.release(rid).state.value == state
     h.commands.cancel(rid, "no longer needed")
     assert h.release(rid).state.value == "cancelled"
+
+
+def test_signals_below_the_failure_severity_do_not_fail(tmp_path: Path) -> None:
+    h = Harness(tmp_path, policy={"verify_minutes": 30, "failure_severity": "critical"})
+    rid = h.create()
+    release = h.run(rid, cycles=6)
+    assert release.state.value == "verifying"
+    assert release.deploy_started_at is not None
+    h.vendor.signals = [
+        Signal(
+            source="servicenow",
+            key="INC9",
+            summary="P3 incident",
+            severity="warning",
+            at=release.deploy_started_at.replace(microsecond=0),
+        ),
+    ]
+    assert h.run(rid).state.value == "verifying"
+    h.vendor.signals.append(
+        Signal(
+            source="servicenow",
+            key="INC10",
+            summary="P1 incident",
+            severity="critical",
+            at=release.deploy_started_at.replace(microsecond=0),
+        )
+    )
+    assert h.run(rid).failure_reason == "servicenow: P1 incident"

@@ -214,3 +214,15 @@ def test_due_releases_and_summaries(store: Store) -> None:
             tx.find_release_id("rel-") == ["rel-0", "rel-1", "rel-2"]
             or len(tx.find_release_id("rel-")) == 3
         )
+
+
+def test_inserted_tasks_keep_their_records(store: Store) -> None:
+    record = ExternalRecord(
+        system="servicenow", kind="change_task", id="s1", number="CTASK1", key="deploy"
+    )
+    with store.begin() as tx:
+        tx.insert_release(release(), list(STEPS))
+        tx.insert_tasks("rel-1", [Task(key="deploy", name="Deploy", record=record, note="n")])
+        (task,) = tx.tasks("rel-1")
+    assert task.record == record
+    assert task.note == "n"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from itsm_bridge.cli import main
@@ -34,23 +35,61 @@ def run(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> str:
 def test_release_through_servicenow_with_the_cli_only(
     snow: ServiceNowSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # no maintenance window for this test: the release may deploy at once
+    schedule = snow.record("cmn_schedule_maintenance", "Payments weekly maintenance")
+    deleted = requests.delete(
+        f"{snow.url}/api/now/table/cmn_schedule_maintenance/{schedule['sys_id']}",
+        auth=("sandbox", "sandbox"), timeout=10,
+    )
+    assert deleted.status_code == 204
     config = tmp_path / "bridge.yaml"
-    config.write_text(yaml.safe_dump({
-        "database": f"sqlite:///{tmp_path}/bridge.db",
-        "data_dir": str(tmp_path),
-        "plugins": {"enabled": ["servicenow"], "servicenow": {
-            "url": snow.url, "user": "sandbox", "password": "sandbox",
-            "assignment_group": "Change Management"}},
-        "services": {"payments": {
-            "ci": "payments-api",
-            "jobs": {"deploy": "payments/deploy", "smoke_test": "payments/smoke",
-                     "rollback": "payments/rollback"},
-            "tasks": [{"name": "Stop database", "group": "Database Administration",
-                       "before": "deploy"}]}},
-        "policy": {"verify_minutes": 0, "poll_seconds": 0},
-    }))
-    rid = run(capsys, config, "release", "create", "--service", "payments",
-              "--version", "1.4.0", "--name", "Faster refunds").strip()
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "database": f"sqlite:///{tmp_path}/bridge.db",
+                "data_dir": str(tmp_path),
+                "plugins": {
+                    "enabled": ["servicenow"],
+                    "servicenow": {
+                        "url": snow.url,
+                        "user": "sandbox",
+                        "password": "sandbox",
+                        "assignment_group": "Change Management",
+                    },
+                },
+                "services": {
+                    "payments": {
+                        "ci": "payments-api",
+                        "jobs": {
+                            "deploy": "payments/deploy",
+                            "smoke_test": "payments/smoke",
+                            "rollback": "payments/rollback",
+                        },
+                        "tasks": [
+                            {
+                                "name": "Stop database",
+                                "group": "Database Administration",
+                                "before": "deploy",
+                            }
+                        ],
+                    }
+                },
+                "policy": {"verify_minutes": 0, "poll_seconds": 0},
+            }
+        )
+    )
+    rid = run(
+        capsys,
+        config,
+        "release",
+        "create",
+        "--service",
+        "payments",
+        "--version",
+        "1.4.0",
+        "--name",
+        "Faster refunds",
+    ).strip()
     run(capsys, config, "sync", "--once")
 
     def show() -> dict[str, Any]:

@@ -270,8 +270,8 @@ class Tx(QueueRows):
                 "position": len(existing) + index,
                 "spec": task.model_dump(mode="json", exclude={"status", "record", "note"}),
                 "status": task.status.value,
-                "record": None,
-                "note": "",
+                "record": task.record.model_dump(mode="json") if task.record else None,
+                "note": task.note,
             }
             for index, task in enumerate(tasks)
             if task.key not in existing

@@ -18,8 +18,12 @@ SERVICES = {
     "payments": {
         "ci": "payments-api",
         "stakeholders": ["payments-team@acme.com"],
-        "jobs": {"build": "payments/build", "deploy": "payments/deploy",
-                 "smoke_test": "payments/smoke", "rollback": "payments/rollback"},
+        "jobs": {
+            "build": "payments/build",
+            "deploy": "payments/deploy",
+            "smoke_test": "payments/smoke",
+            "rollback": "payments/rollback",
+        },
     }
 }
 
@@ -53,10 +57,15 @@ def make_plugin(
     """A plugin pointed at the sandbox; keyword arguments override its settings."""
 
     def make(**overrides: Any) -> ServiceNowPlugin:
-        config = Settings.model_validate({
-            "url": snow.url, "user": "sandbox", "password": "sandbox",
-            "assignment_group": "Change Management", **overrides,
-        })
+        config = Settings.model_validate(
+            {
+                "url": snow.url,
+                "user": "sandbox",
+                "password": "sandbox",
+                "assignment_group": "Change Management",
+                **overrides,
+            }
+        )
         plugin = ServiceNowPlugin(config, bridge_settings)
         plugin.client._retry.sleep = lambda seconds: None  # no real waiting in tests
         return plugin
@@ -74,8 +83,11 @@ def make_release() -> Callable[..., Release]:
     def make(**fields: Any) -> Release:
         start = datetime(2026, 12, 5, 21, tzinfo=UTC)
         base: dict[str, Any] = {
-            "id": "rel-20261128-0000abcd", "service": "payments", "version": "1.4.0",
-            "name": "Faster refunds", "window_start": start,
+            "id": "rel-20261128-0000abcd",
+            "service": "payments",
+            "version": "1.4.0",
+            "name": "Faster refunds",
+            "window_start": start,
             "window_end": start + timedelta(hours=2),
         }
         return Release.model_validate({**base, **fields})

@@ -139,7 +139,7 @@ def test_change_tasks_and_close_task(
     ).json()["result"]
     assert (task["number"], task["state"]) == ("CTASK0010001", "1")
     closed = sn.close_task(task["number"], notes="db stopped")
-    assert (closed["state"], closed["close_code"], closed["active"]) == ("3", "completed", "false")
+    assert (closed["state"], closed["close_code"], closed["active"]) == ("3", "successful", "false")
     shown = http.get(
         f"{url}/api/now/table/change_task/{task['sys_id']}",
         params={"sysparm_display_value": "true"},

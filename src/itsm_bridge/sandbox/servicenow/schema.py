@@ -219,6 +219,12 @@ CHOICES: dict[tuple[str, str], dict[str, str]] = {
         "unsuccessful": "Unsuccessful",
     },
     ("change_task", "state"): CHANGE_TASK_STATES,
+    # servicenow.itsm Ansible collection, change_request_task module: close_code choices.
+    ("change_task", "close_code"): {
+        "successful": "Successful",
+        "successful_issues": "Successful with issues",
+        "unsuccessful": "Unsuccessful",
+    },
     ("change_task", "change_task_type"): {
         "planning": "Planning",
         "implementation": "Implementation",
@@ -305,7 +311,7 @@ _FIELDS = {
     "cmdb_ci business_service priority impact urgency opened_at opened_by closed_at "
     "closed_by close_notes work_notes comments approval parent due_date work_start "
     "work_end correlation_id correlation_display category location company "
-    "watch_list upon_approval upon_reject contact_type",
+    "watch_list upon_approval upon_reject contact_type order",
     "change_request": "type start_date end_date close_code risk reason justification "
     "implementation_plan backout_plan test_plan risk_impact_analysis "
     "cab_required cab_date on_hold on_hold_reason phase requested_by "

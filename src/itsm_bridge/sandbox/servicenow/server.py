@@ -318,9 +318,10 @@ class ServiceNowSandbox(SandboxServer):
             return _public(self.store.update(row, values, journal, user="cab.manager"))
 
     def close_task(
-        self, key: str, close_code: str = "completed", notes: str = ""
+        self, key: str, close_code: str = "successful", notes: str = ""
     ) -> dict[str, str]:
-        """Close a change_task (state 3) as its assignee would."""
+        """Close a change_task (state 3) as its assignee would; `close_code` is one of
+        successful, successful_issues, unsuccessful (the change_task choices)."""
         with self.lock:
             row = self._find("change_task", key)
             values = {
