@@ -16,3 +16,16 @@ def require_service(available: bool, what: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is required when CI=true but is not available")
     pytest.skip(f"{what} is not available")
+
+
+# The variables config/itsm-bridge.example.yaml refers to, with recognisable values.
+EXAMPLE_SECRETS = {
+    "BRIDGE_API_TOKEN": "very-secret-token",
+    "SNOW_PASSWORD": "very-secret-snow-password",
+    "SNOW_WEBHOOK_TOKEN": "very-secret-webhook-token",
+}
+
+
+def set_example_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in EXAMPLE_SECRETS.items():
+        monkeypatch.setenv(name, value)

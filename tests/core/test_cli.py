@@ -9,6 +9,7 @@ import pytest
 
 from itsm_bridge import __version__
 from itsm_bridge.cli import main
+from support import EXAMPLE_SECRETS, set_example_secrets
 
 EXAMPLE = str(Path(__file__).parents[2] / "config" / "itsm-bridge.example.yaml")
 
@@ -23,11 +24,13 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_check_config_example(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("BRIDGE_API_TOKEN", "very-secret-token")
+    set_example_secrets(monkeypatch)
     assert main(["-c", EXAMPLE, "check-config"]) == 0
     out = capsys.readouterr()
     assert "is valid" in out.out
-    assert "very-secret-token" not in out.out + out.err
+    assert "servicenow" in out.out
+    for secret in EXAMPLE_SECRETS.values():
+        assert secret not in out.out + out.err
 
 
 def test_check_config_hides_database_password(
@@ -44,6 +47,7 @@ def test_check_config_hides_database_password(
 def test_missing_env_variable_exits_2_and_names_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    set_example_secrets(monkeypatch)
     monkeypatch.delenv("BRIDGE_API_TOKEN", raising=False)
     assert main(["-c", EXAMPLE, "check-config"]) == 2
     assert "BRIDGE_API_TOKEN" in capsys.readouterr().err
@@ -74,7 +78,7 @@ def test_plugins_json_lists_hooks(capsys: pytest.CaptureFixture[str], tmp_path: 
 
 
 def test_console_script_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BRIDGE_API_TOKEN", "x")
+    set_example_secrets(monkeypatch)
     done = subprocess.run(
         [sys.executable, "-m", "itsm_bridge.cli", "-c", EXAMPLE, "check-config"],
         capture_output=True,

@@ -7,6 +7,7 @@ import yaml
 
 from itsm_bridge.errors import ConfigError
 from itsm_bridge.settings import load_settings, settings_from_mapping
+from support import set_example_secrets
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "itsm-bridge.example.yaml"
 
@@ -18,6 +19,7 @@ def write(tmp_path: Path, data: object) -> Path:
 
 
 def test_example_file_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_example_secrets(monkeypatch)
     monkeypatch.setenv("BRIDGE_API_TOKEN", "t0ken-value")
     settings = load_settings(EXAMPLE)
     assert settings.server.token is not None
