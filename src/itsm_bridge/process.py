@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 ACTOR = "itsm-bridge"
 MAX_STEPS_PER_ADVANCE = 200
+DELIVERY_ATTEMPTS = 5
 TRANSIENT = (TransientError, requests.ConnectionError, requests.Timeout)
 
 
@@ -309,21 +310,47 @@ class Process:
 
     # -- the outbox of release_changed -----------------------------------------------------
     def deliver_events(self, release_id: str) -> None:
-        """Tell every plugin about events not yet delivered (at least once, in order)."""
+        """Tell every plugin about events not yet delivered (at least once, in order).
+
+        An event that keeps failing for reasons other than a passing fault is given up after
+        `DELIVERY_ATTEMPTS` tries, with an audit event, so one bad event cannot hold back
+        every later one.
+        """
         with self.store.begin() as tx:
-            delivered = int(tx.core_data(release_id).get("delivered_event_id", 0))
-            pending = tx.events_after(release_id, delivered)
+            core = tx.core_data(release_id)
+            pending = tx.events_after(release_id, int(core.get("delivered_event_id", 0)))
             release = tx.release(release_id)
         if not pending or release is None:
             return
+        attempts = int(core.get("delivery_attempts", 0))
         for event_id, event in pending:
             try:
                 self.host.hook.release_changed(release=release, event=event)
-            except Exception as exc:
-                log.warning("release %s: release_changed failed, will retry: %s", release_id, exc)
-                return
+            except Exception as exc:  # noqa: BLE001 - retried on the next cycle
+                attempts += 1
+                transient = isinstance(exc, TRANSIENT)
+                if transient or attempts < DELIVERY_ATTEMPTS:
+                    log.warning(
+                        "release %s: release_changed failed, will retry: %s", release_id, exc
+                    )
+                    with self.store.begin() as tx:
+                        tx.set_core_data(release_id, delivery_attempts=attempts)
+                    return
+                with self.store.begin() as tx:
+                    tx.add_event(
+                        release_id,
+                        Event(
+                            at=self.clock(),
+                            actor=ACTOR,
+                            kind="sync_failed",
+                            message=f"gave up telling plugins about event {event_id} "
+                            f"after {attempts} attempts: {exc}",
+                            evidence={"event": event.message},
+                        ),
+                    )
             with self.store.begin() as tx:
-                tx.set_core_data(release_id, delivered_event_id=event_id)
+                tx.set_core_data(release_id, delivered_event_id=event_id, delivery_attempts=0)
+            attempts = 0
 
 
 def _retry_at(step: StepRow) -> datetime | None:

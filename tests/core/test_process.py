@@ -334,3 +334,24 @@ def test_signals_below_the_failure_severity_do_not_fail(tmp_path: Path) -> None:
         )
     )
     assert h.run(rid).failure_reason == "servicenow: P1 incident"
+
+
+def test_an_event_that_always_fails_is_given_up_after_attempts(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    rid = h.create()
+    h.vendor.failures["work_note"] = [RuntimeError("bug in a plugin")] * 5
+    h.run(rid, cycles=6)
+    gave_up = h.events(rid, "sync_failed")
+    assert len(gave_up) == 1
+    assert "after 5 attempts" in gave_up[0]
+    # every later event was delivered
+    assert h.vendor.changes_seen[-1] == h.events(rid)[-1]
+
+
+def test_transient_delivery_failures_are_retried_without_limit(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    rid = h.create()
+    h.vendor.failures["work_note"] = [TransientError("503")] * 8
+    h.run(rid, cycles=10)
+    assert h.events(rid, "sync_failed") == []
+    assert h.vendor.changes_seen == h.events(rid)[: len(h.vendor.changes_seen)]
