@@ -326,7 +326,7 @@ class Process:
         for event_id, event in pending:
             try:
                 self.host.hook.release_changed(release=release, event=event)
-            except Exception as exc:  # noqa: BLE001 - retried on the next cycle
+            except Exception as exc:
                 attempts += 1
                 transient = isinstance(exc, TRANSIENT)
                 if transient or attempts < DELIVERY_ATTEMPTS:
