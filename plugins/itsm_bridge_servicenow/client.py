@@ -17,6 +17,11 @@ Creates do not go through pysnow either: pysnow sends its whole parameter set (a
 would carry that read's query. A create here is one bare POST (`sysparm_exclude_reference_link`
 and `sysparm_fields` only), never retried: the caller looks the record up before trying again.
 
+Many creates at once (`create_many`) go through the Batch API (`batch.py`): one request per
+`batch_size` rows, never retried either. An instance without it (the batch URL answers 400
+"Requested URI does not represent any resource" or 404) gets one POST per row instead, and the
+client remembers that for its lifetime (`batch_api` becomes False).
+
 Errors keep ServiceNow's own message (`{"error": {"message", "detail"}, "status": "failure"}`,
 "Table API", docs.servicenow.com) and never the password. A 403 whose message is
 "Operation Failed" is a business rule or data policy refusing the write, not a permission
@@ -25,7 +30,9 @@ problem, and says so.
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -39,13 +46,16 @@ from itsm_bridge.http import (
     USER_AGENT,
     HTTPNeedsHuman,
     HTTPRequestError,
+    HTTPTransientError,
     call_with_retries,
     error_for,
     network_error,
     redact,
     retrying,
 )
+from itsm_bridge_servicenow import batch
 
+log = logging.getLogger(__name__)
 Record = dict[str, Any]
 SN_DATETIME = "%Y-%m-%d %H:%M:%S"
 
@@ -98,6 +108,7 @@ class ServiceNowClient:
         attempts: int = 4,
         max_wait: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        batch_size: int = batch.BATCH_SIZE,
     ) -> None:
         parts = urlsplit(url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -105,6 +116,9 @@ class ServiceNowClient:
         self.base_url = f"{parts.scheme}://{parts.netloc}"
         self.timeout = timeout
         self.page_size = page_size
+        self.batch_size = max(batch_size, 1)
+        #: None until the Batch API has answered; False once the instance showed it has none.
+        self.batch_api: bool | None = None
         self._retry = retrying(attempts=attempts, max_wait=max_wait, sleep=sleep)
         session = requests.Session()
         session.auth = (user, password.get_secret_value())
@@ -201,6 +215,93 @@ class ServiceNowClient:
             params["sysparm_fields"] = ",".join(fields)
         result = self.call("POST", url, f"POST {table}", retry=False, json=payload, params=params)
         return dict(result)
+
+    def create_many(
+        self, table: str, payloads: Sequence[Record], fields: Sequence[str] = ()
+    ) -> list[Record]:
+        """Insert many records through the Batch API, `batch_size` per request; the created
+        records come back in the order of `payloads`.
+
+        Never retried: a batch of creates sent twice would create every row twice, so the
+        caller looks the rows up before trying again. The first batch with a failed or
+        unserviced item raises (later batches are not sent): ServiceNow's message for a 4xx
+        item, a transient error for a 429/5xx item or an unserviced one; rows of that batch
+        that were created stay created. Without a Batch API on the instance: `create` per row.
+        """
+        created: list[Record] = []
+        for start in range(0, len(payloads), self.batch_size):
+            chunk = payloads[start : start + self.batch_size]
+            rows = self._create_batch(table, chunk, fields) if self.batch_api is not False else None
+            if rows is None:
+                rows = [self.create(table, payload, fields) for payload in chunk]
+            created += rows
+        return created
+
+    def _create_batch(
+        self, table: str, payloads: Sequence[Record], fields: Sequence[str]
+    ) -> list[Record] | None:
+        """One Batch API request of creates; None when the instance has no Batch API."""
+        what = f"POST {table} (batch of {len(payloads)})"
+        body = batch.request_body(
+            uuid.uuid4().hex, "POST", batch.table_url(table, fields), payloads
+        )
+        url = f"{self.base_url}{batch.BATCH_PATH}"
+        try:
+            response = self.session.post(url, json=body, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise self._scrub(network_error(exc, what)) from None
+        if response.status_code >= 400:
+            if batch.no_batch_api(response, servicenow_message(response)):
+                log.info("servicenow: no Batch API on the instance; one POST per record")
+                self.batch_api = False
+                return None
+            raise self._error(response, what)
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise self._scrub(
+                HTTPRequestError(f"{what}: answer is not a batch: {response.text[:200]}", 502)
+            )
+        self.batch_api = True
+        return self._batch_results(table, answer, len(payloads))
+
+    def _batch_results(self, table: str, answer: dict[str, Any], count: int) -> list[Record]:
+        """The created records of a batch answer, or the error for its failed items."""
+        items = batch.serviced(answer)
+        rows: list[Record] = []
+        errors: list[Exception] = []
+        unserviced = 0
+        for index in range(count):
+            item = items.get(str(index))
+            if item is None:  # in `unserviced_requests` (or missing from the answer altogether)
+                unserviced += 1
+                continue
+            what = f"POST {table} (batch item {index})"
+            result = batch.item_response(item)
+            if not 200 <= result.status_code < 300:
+                errors.append(self._error(result, what))
+                continue
+            try:
+                rows.append(dict(result.json()["result"]))
+            except (ValueError, KeyError, TypeError):
+                errors.append(self._scrub(HTTPRequestError(f"{what}: answer is not JSON", 502)))
+        if not errors and not unserviced:
+            return rows
+        failed = len(errors) + unserviced
+        note = f"{failed} of {count} items failed, {len(rows)} created"
+        if unserviced:
+            errors.append(
+                HTTPTransientError(
+                    f"POST {table} (batch): {unserviced} items not serviced "
+                    "(the batch reached a size or processing limit)"
+                )
+            )
+        # a refusal that a retry cannot cure outranks a transient failure
+        error = next((e for e in errors if not isinstance(e, HTTPTransientError)), errors[0])
+        error.args = (f"{error.args[0]} ({note})", *error.args[1:])
+        raise error
 
     def update(
         self, table: str, sys_id: str, payload: Record, fields: Sequence[str] = ()

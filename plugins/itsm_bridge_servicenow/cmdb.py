@@ -222,7 +222,10 @@ def link_impact(client: ServiceNowClient, change_sys_id: str, impact: Impact | N
     """Write the impact onto a change: `task_ci` per CI, `task_cmdb_ci_service` per service.
 
     Reads the change's existing rows first (one query per table) and creates only the missing
-    ones, so a re-run writes nothing. Only ServiceNow items (sys_ids) are linked.
+    ones, so a re-run writes nothing; the creates go through `create_many` (the Batch API, a
+    request per 100 rows, or one POST per row on an instance without it). A batch is never
+    retried: after a failure the step's own retry comes back here and reads again first.
+    Only ServiceNow items (sys_ids) are linked.
     """
     if impact is None:
         return
@@ -231,18 +234,18 @@ def link_impact(client: ServiceNowClient, change_sys_id: str, impact: Impact | N
     if cis:
         have = client.query("task_ci", f"task={change_sys_id}", ("sys_id", "ci_item"))
         linked = {reference(row.get("ci_item")) for row in have}
-        for ci in dict.fromkeys(cis):
-            if ci not in linked:
-                client.create("task_ci", {"task": change_sys_id, "ci_item": ci}, ("sys_id",))
+        rows = [
+            {"task": change_sys_id, "ci_item": ci} for ci in dict.fromkeys(cis) if ci not in linked
+        ]
+        client.create_many("task_ci", rows, ("sys_id",))
     if services:
         have = client.query(
             "task_cmdb_ci_service", f"task={change_sys_id}", ("sys_id", "cmdb_ci_service")
         )
         linked = {reference(row.get("cmdb_ci_service")) for row in have}
-        for service in dict.fromkeys(services):
-            if service not in linked:
-                client.create(
-                    "task_cmdb_ci_service",
-                    {"task": change_sys_id, "cmdb_ci_service": service, "manually_added": "true"},
-                    ("sys_id",),
-                )
+        rows = [
+            {"task": change_sys_id, "cmdb_ci_service": service, "manually_added": "true"}
+            for service in dict.fromkeys(services)
+            if service not in linked
+        ]
+        client.create_many("task_cmdb_ci_service", rows, ("sys_id",))

@@ -39,7 +39,8 @@ def test_release_through_servicenow_with_the_cli_only(
     schedule = snow.record("cmn_schedule_maintenance", "Payments weekly maintenance")
     deleted = requests.delete(
         f"{snow.url}/api/now/table/cmn_schedule_maintenance/{schedule['sys_id']}",
-        auth=("sandbox", "sandbox"), timeout=10,
+        auth=("sandbox", "sandbox"),
+        timeout=10,
     )
     assert deleted.status_code == 204
     config = tmp_path / "bridge.yaml"

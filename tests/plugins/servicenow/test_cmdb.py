@@ -7,6 +7,7 @@ integration tests run against the ServiceNow sandbox over real HTTP.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from itsm_bridge_servicenow.cmdb import IN_CHUNK, identify_impact, link_impact
 BASE = "https://acme.service-now.com"
 TABLE = re.compile(rf"{re.escape(BASE)}/api/now/table/(\w+)")
 TABLE_GETS = "/api/now/table/"
+BATCH = f"{BASE}/api/now/v1/batch"
 
 
 # -- unit: a tiny Table API double for `responses` ------------------------------------------
@@ -174,11 +176,20 @@ def test_link_impact_creates_only_the_missing_rows() -> None:
     responses.add_callback(responses.GET, TABLE, callback=fake)
     posts: list[tuple[str, Any]] = []
 
-    def created(request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
-        posts.append((TABLE.match(str(request.url))[1], json.loads(request.body or b"")))  # type: ignore[index]
-        return 201, {}, json.dumps({"result": {"sys_id": "new"}})
+    def batch(request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        """The Batch API: each item's relative URL names the table, its body is Base64."""
+        sent = json.loads(request.body or b"")
+        answered = []
+        for item in sent["rest_requests"]:
+            table = re.match(r"/api/now/table/(\w+)\?", item["url"])[1]  # type: ignore[index]
+            posts.append((table, json.loads(base64.b64decode(item["body"]))))
+            body = base64.b64encode(b'{"result": {"sys_id": "new"}}').decode()
+            answered.append({"id": item["id"], "status_code": 201, "body": body})
+        answer = {"batch_request_id": sent["batch_request_id"], "serviced_requests": answered,
+                  "unserviced_requests": []}  # fmt: skip
+        return 200, {}, json.dumps(answer)
 
-    responses.add_callback(responses.POST, TABLE, callback=created)
+    responses.add_callback(responses.POST, BATCH, callback=batch)
     impact = Impact(
         cis=[ConfigurationItem(id=i, name=i, system="servicenow") for i in ("api", "db")]
         + [ConfigurationItem(id="other", name="other", system="jira")],

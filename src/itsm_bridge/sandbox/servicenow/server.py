@@ -20,6 +20,10 @@ Shapes and their sources (docs.servicenow.com, REST API reference, unless noted)
   "record_count", "job_status", "conflicts": [...]}}`, each conflict field a
   `{"display_value", "value"}` object; `DELETE .../conflict` cancels a running check (200, no
   body). 404 for an unknown change.
+* "Batch API" (ServiceNowDocs, markdown/api-reference/rest-apis/batch-api.md): `POST
+  /api/now/v1/batch`, see `batch.py`. With `batch_api=False` the sandbox is an instance
+  without it: the batch URL answers 400 "Requested URI does not represent any resource", as
+  the unversioned `/api/now/batch` and `/api/now/v2/batch` always do.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from itsm_bridge.sandbox.base import SandboxServer
-from itsm_bridge.sandbox.servicenow import change, schema
+from itsm_bridge.sandbox.servicenow import batch, change, schema
 from itsm_bridge.sandbox.servicenow import seed as seeding
 from itsm_bridge.sandbox.servicenow.query import parse
 from itsm_bridge.sandbox.servicenow.records import TABLE_KEY, Store
@@ -68,7 +72,9 @@ class ServiceNowSandbox(SandboxServer):
     """A local ServiceNow instance: Table API, default change model, conflict API.
 
     `seed` is the parsed `servicenow:` section of the sandbox seed (see `seed.py`); `now`
-    replaces the clock (tests). Helpers for tests and the demo: `approve_change`,
+    replaces the clock (tests). `batch_api=False` turns the Batch API off; `batch_timeout`
+    and `batch_item_limit` are its processing limits (items past them come back unserviced).
+    `reset()` restores all three. Helpers for tests and the demo: `approve_change`,
     `reject_change`, `close_task`, `open_incident`, `record`, `insert`, `journal`,
     `fail_next`.
     """
@@ -81,6 +87,7 @@ class ServiceNowSandbox(SandboxServer):
         user: str = "sandbox",
         password: str = "sandbox",
         now: Callable[[], datetime] | None = None,
+        batch_api: bool = True,
     ) -> None:
         section = seeding.section(seed)
         user = section.get("user", user) if user == "sandbox" else user
@@ -90,12 +97,20 @@ class ServiceNowSandbox(SandboxServer):
         self.store = Store(self._now)
         self.faults: list[Fault] = []
         self._conflict_checked: set[str] = set()
+        self._batch_default = batch_api
+        self.batch_api = batch_api
+        self.batch_timeout = batch.TIMEOUT_SECONDS
+        self.batch_item_limit: int | None = None
         super().__init__(str(user), str(password))
         self.reset()
 
     def reset(self) -> None:
-        """Back to the seeded state: records, numbers, faults and the request log."""
+        """Back to the seeded state: records, numbers, faults, Batch API settings and the
+        request log."""
         with self.lock:
+            self.batch_api = self._batch_default
+            self.batch_timeout = batch.TIMEOUT_SECONDS
+            self.batch_item_limit = None
             self.store = Store(self._now)
             self.faults.clear()
             self._conflict_checked.clear()
@@ -130,6 +145,8 @@ class ServiceNowSandbox(SandboxServer):
         self.app.add_route("POST", conflict, self._guard(self._conflict_start))
         self.app.add_route("GET", conflict, self._guard(self._conflict_get))
         self.app.add_route("DELETE", conflict, self._guard(self._conflict_cancel))
+        for path in ("/api/now/v1/batch", "/api/now/batch", "/api/now/v2/batch"):
+            self.app.add_route("POST", path, self._guard(self._batch))
 
     def _guard(self, handler: Handler) -> Handler:
         """Serialise a handler under the lock and apply any scripted fault."""
@@ -220,6 +237,17 @@ class ServiceNowSandbox(SandboxServer):
         if self.store.get("change_request", request.params["sys_id"]) is None:
             raise not_found()
         return Response(200, None)
+
+    def _batch(self, request: Request) -> Response:
+        """The Batch API; only `v1` exists (and only while `batch_api` is on)."""
+        if request.path != "/api/now/v1/batch" or not self.batch_api:
+            raise batch.no_resource()
+        return batch.serve(
+            request,
+            self.app.dispatch,
+            timeout=self.batch_timeout,
+            item_limit=self.batch_item_limit,
+        )
 
     def _render(self, row: dict[str, str], request: Request, base: str) -> dict[str, Any]:
         fields = [
