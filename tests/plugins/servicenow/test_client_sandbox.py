@@ -1,0 +1,48 @@
+"""The client over real HTTP through pysnow, against the sandbox: rate limits and faults."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from itsm_bridge.http import HTTPTransientError
+from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_servicenow import ServiceNowPlugin
+
+GROUPS = "/api/now/table/sys_user_group"
+
+
+def test_429_with_retry_after_is_honoured(
+    snow: ServiceNowSandbox, make_plugin: Callable[..., ServiceNowPlugin]
+) -> None:
+    plugin = make_plugin()
+    waits: list[float] = []
+    plugin.client._retry.sleep = waits.append
+    snow.fail_next("GET", GROUPS, 429, headers={"Retry-After": "3"})
+    rows = plugin.client.query("sys_user_group", "name=Change Management", ["sys_id", "name"])
+    assert [r["name"] for r in rows] == ["Change Management"]
+    assert waits == [3.0]
+    answered = [r.status for r in snow.requests_to("GET", GROUPS)]
+    assert answered == [429, 200]
+
+
+def test_persistent_5xx_gives_up_as_transient(
+    snow: ServiceNowSandbox, make_plugin: Callable[..., ServiceNowPlugin]
+) -> None:
+    plugin = make_plugin(retries=3)
+    snow.fail_next("GET", GROUPS, 503, count=5)
+    with pytest.raises(HTTPTransientError, match="HTTP 503"):
+        plugin.client.query("sys_user_group", "name=Change Management", ["sys_id"])
+    assert len(snow.requests_to("GET", GROUPS)) == 3
+
+
+def test_429_on_create_is_not_retried(
+    snow: ServiceNowSandbox, make_plugin: Callable[..., ServiceNowPlugin]
+) -> None:
+    plugin = make_plugin()
+    snow.fail_next("POST", "/api/now/table/incident", 429, headers={"Retry-After": "1"})
+    with pytest.raises(HTTPTransientError) as err:
+        plugin.client.create("incident", {"short_description": "x"})
+    assert err.value.retry_after == 1.0
+    assert len(snow.requests_to("POST", "/api/now/table/incident")) == 1
