@@ -146,6 +146,9 @@ class FakeVendorPlugin:
 
     @hookimpl
     def return_to_backlog(self, release: Release, items: list[BacklogItem], reason: str) -> None:
+        pending = self.v.failures.get("return_to_backlog")
+        if pending:
+            raise pending.pop(0)
         for item in items:
             self.v.effect("backlog_return", f"{release.id}:{item.key}")
 

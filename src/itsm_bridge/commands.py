@@ -251,14 +251,24 @@ class ReleaseCommands:
             return release
 
     def retry(self, release_id: str, actor: str = "cli") -> Release:
-        """A blocked release, once a human fixed the cause, runs its failed steps again."""
+        """Once a human fixed the cause: a blocked release runs its failed steps again, and a
+        release whose rollback step failed runs the rollback again."""
         with self._leased(release_id) as rid, self.store.begin() as tx:
             release = self._get(tx, rid)
-            if release.state != ReleaseState.BLOCKED:
-                raise UsageError(f"release {rid} is {release.state.value}, not blocked")
-            release = self._unblock(tx, release, "retry")
-            tx.update_release(release)
-            self._event(tx, rid, actor, "retry", "blocked steps will run again")
+            rollback_failed = any(
+                s.number == lifecycle.ROLLBACK_STEP and s.status == "failed" for s in tx.steps(rid)
+            )
+            if release.state == ReleaseState.BLOCKED:
+                release = self._unblock(tx, release, "retry")
+                tx.update_release(release)
+                self._event(tx, rid, actor, "retry", "blocked steps will run again")
+            elif rollback_failed:
+                self._reset_step(tx, rid, lifecycle.ROLLBACK_STEP)
+                self._event(tx, rid, actor, "retry", "the rollback will run again")
+            else:
+                raise UsageError(
+                    f"release {rid} is {release.state.value}: nothing failed that a retry redoes"
+                )
             return release
 
     # -- helpers ---------------------------------------------------------------------------

@@ -54,6 +54,7 @@ NEEDS: dict[int, tuple[int, ...]] = {
     18: (17,),
 }
 PLANNING_STEPS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+ROLLBACK_STEP = 14
 FINISHED = ("done", "skipped")
 
 TRANSITIONS: dict[S, frozenset[S]] = {
@@ -93,11 +94,16 @@ def ready_steps(statuses: dict[int, str]) -> list[int]:
     """Steps not yet finished whose prerequisites have ended, in step order.
 
     A failed prerequisite has ended too: a blocked release runs nothing until a human resets
-    its failed steps, and a failed release goes on to its rollback and close-out steps.
+    its failed steps, and a failed release goes on to its rollback and close-out steps. The
+    one exception is the rollback itself: nothing after it runs until it is done.
     """
     ended = (*FINISHED, "failed")
+
+    def satisfied(need: int) -> bool:
+        return statuses[need] in (FINISHED if need == ROLLBACK_STEP else ended)
+
     return [
         number
         for number, _ in STEPS
-        if statuses[number] not in ended and all(statuses[need] in ended for need in NEEDS[number])
+        if statuses[number] not in ended and all(satisfied(need) for need in NEEDS[number])
     ]

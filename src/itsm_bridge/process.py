@@ -156,6 +156,11 @@ class Process:
             return Outcome.blocked(detail)
         if ctx.release.state in (ReleaseState.IMPLEMENTING, ReleaseState.VERIFYING):
             return Outcome.failure(f"step {STEP_NAMES[ctx.step.number]}: {detail}")
+        if ctx.step.number == lifecycle.ROLLBACK_STEP:
+            return Outcome(
+                "failed",
+                f"{detail}; fix the cause, then: itsm-bridge release retry {ctx.release.id}",
+            )
         return Outcome("failed", detail)
 
     def _dispatch(

@@ -355,3 +355,19 @@ def test_transient_delivery_failures_are_retried_without_limit(tmp_path: Path) -
     h.run(rid, cycles=10)
     assert h.events(rid, "sync_failed") == []
     assert h.vendor.changes_seen == h.events(rid)[: len(h.vendor.changes_seen)]
+
+
+def test_a_failing_rollback_waits_for_a_human_then_retry_finishes_it(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.vendor.job_results["smoke_test"] = "failed"
+    h.vendor.failures["return_to_backlog"] = [ValueError("Jira refused the transition")]
+    rid = h.create()
+    release = h.run(rid, cycles=12)
+    assert release.state.value == "rolling_back"
+    steps = h.steps(rid)
+    assert steps["rollback"][0] == "failed"
+    assert "release retry" in steps["rollback"][1]
+    assert steps["notify"][0] == "pending"  # nothing after the rollback runs
+    h.commands.retry(rid)
+    assert h.run(rid, cycles=4).state.value == "closed"
+    assert h.vendor.created["backlog_return"] == 1
