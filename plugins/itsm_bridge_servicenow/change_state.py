@@ -174,6 +174,20 @@ def closure(release: Release) -> dict[str, str]:
     }
 
 
+def already_noted(client: ServiceNowClient, sys_id: str, event: Event) -> bool:
+    """Whether the event's work note is on the change already.
+
+    An integration user without read access to `sys_journal_field` (a 403, or an instance
+    that refuses the table) cannot tell: the note is written, at the cost of a possible
+    duplicate on a redelivery, rather than never.
+    """
+    try:
+        return bool(journal(client, sys_id, ("work_notes",), like=marker(event)))
+    except (NeedsHuman, OperationFailed) as exc:
+        log.warning("change %s: cannot read its journal, writing the note anyway: %s", sys_id, exc)
+        return False
+
+
 def sync(client: ServiceNowClient, config: Any, release: Release, event: Event) -> None:
     """Mirror one release event on its change: a work note (once) and the state, step by step.
 
@@ -188,7 +202,7 @@ def sync(client: ServiceNowClient, config: Any, release: Release, event: Event) 
     row = read_change(client, sys_id, ["state", "approval", "type"])
     current, approval = str(row.get("state") or NEW), str(row.get("approval") or "")
     note = work_note(release, event)
-    pending_note = None if journal(client, sys_id, ("work_notes",), like=marker(event)) else note
+    pending_note = None if already_noted(client, sys_id, event) else note
     target = target_state(release, event, current)
     kind = release.type
     if str(row.get("type") or "") in {t.value for t in ReleaseType}:
