@@ -29,12 +29,18 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, service: dict[str, Any] | None = None, **config: Any):
+    def __init__(
+        self,
+        tmp_path: Path,
+        service: dict[str, Any] | None = None,
+        database: str | None = None,
+        **config: Any,
+    ):
         self.clock = Clock()
         self.vendor = FakeVendor()
         self.settings = settings_from_mapping(
             {
-                "database": f"sqlite:///{tmp_path}/bridge.db",
+                "database": database or f"sqlite:///{tmp_path}/bridge.db",
                 "data_dir": str(tmp_path),
                 "services": {"payments": service or {"jobs": JOBS}},
                 "policy": {"verify_minutes": 30, "poll_seconds": 30, **config.pop("policy", {})},
@@ -371,3 +377,20 @@ def test_a_failing_rollback_waits_for_a_human_then_retry_finishes_it(tmp_path: P
     h.commands.retry(rid)
     assert h.run(rid, cycles=4).state.value == "closed"
     assert h.vendor.created["backlog_return"] == 1
+
+
+def test_whole_process_with_rollback_on_each_database(tmp_path: Path, database_url: str) -> None:
+    """The same process code on SQLite and PostgreSQL."""
+    h = Harness(tmp_path, database=database_url)
+    ok = h.create(version="1.0.0")
+    assert h.run(ok, minutes=31, cycles=8).state.value == "closed"
+    h.vendor.job_results["smoke_test"] = "failed"
+    failed = h.create(version="1.1.0")
+    release = h.run(failed, cycles=12)
+    assert release.state.value == "closed"
+    assert release.failure_reason
+    rollback = next(j for j in h.vendor.jobs_started if j["purpose"] == "rollback")
+    assert rollback["ROLLBACK_TO"] == "1.0.0"
+    with h.store.begin() as tx:
+        assert len(tx.events(failed)) > 20
+    h.store.close()

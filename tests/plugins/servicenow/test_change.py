@@ -519,16 +519,30 @@ def test_sync_writes_the_note_when_the_journal_cannot_be_read() -> None:
     from itsm_bridge_servicenow.change_state import sync
 
     base = "https://acme.service-now.com/api/now/table"
-    responses.get(f"{base}/change_request", json={"result": [
-        {"state": "-1", "approval": "approved", "type": "normal"}]})
-    responses.get(f"{base}/sys_journal_field", status=403, json={
-        "error": {"message": "User Not Authorized", "detail": "ACL"}, "status": "failure"})
+    responses.get(
+        f"{base}/change_request",
+        json={"result": [{"state": "-1", "approval": "approved", "type": "normal"}]},
+    )
+    responses.get(
+        f"{base}/sys_journal_field",
+        status=403,
+        json={"error": {"message": "User Not Authorized", "detail": "ACL"}, "status": "failure"},
+    )
     patched = responses.patch(f"{base}/change_request/c1", json={"result": {"state": "-1"}})
     client = ServiceNowClient("https://acme.service-now.com", "u", SecretStr("p"))
-    release = Release(id="r1", service="payments", version="1", state=ReleaseState.IMPLEMENTING,
-                      records=[ChangeRef(system="servicenow", id="c1", number="CHG1")])
-    event = Event(at=datetime(2026, 12, 5, 21, tzinfo=UTC), actor="itsm-bridge", kind="task",
-                  message="task Deploy done")
+    release = Release(
+        id="r1",
+        service="payments",
+        version="1",
+        state=ReleaseState.IMPLEMENTING,
+        records=[ChangeRef(system="servicenow", id="c1", number="CHG1")],
+    )
+    event = Event(
+        at=datetime(2026, 12, 5, 21, tzinfo=UTC),
+        actor="itsm-bridge",
+        kind="task",
+        message="task Deploy done",
+    )
     sync(client, None, release, event)
     assert patched.call_count == 1
     assert "task Deploy done" in json.loads(responses.calls[-1].request.body)["work_notes"]
