@@ -82,6 +82,10 @@ class Process:
             self.deliver_events(release_id)
             waited: set[int] = set()
             for _ in range(MAX_STEPS_PER_ADVANCE):
+                with self.store.begin() as tx:  # renew: a long run must not lose its lease
+                    if not tx.lease_release(release_id, self.owner, self.lease_ttl):
+                        log.warning("release %s: lease taken over by another replica", release_id)
+                        return True
                 ran = self._run_next_step(release_id, waited)
                 if ran is None:
                     break

@@ -394,3 +394,16 @@ def test_whole_process_with_rollback_on_each_database(tmp_path: Path, database_u
     with h.store.begin() as tx:
         assert len(tx.events(failed)) > 20
     h.store.close()
+
+
+def test_a_release_leased_by_another_replica_is_left_alone(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    rid = h.create()
+    with h.store.begin() as tx:
+        assert tx.lease_release(rid, "other-replica", timedelta(minutes=5))
+    assert h.process.advance(rid) is False
+    assert h.steps(rid)["change"][0] == "pending"
+    with h.store.begin() as tx:
+        tx.drop_release_lease(rid, "other-replica")
+    assert h.process.advance(rid) is True
+    assert h.steps(rid)["change"][0] == "done"
