@@ -29,3 +29,16 @@ EXAMPLE_SECRETS = {
 def set_example_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in EXAMPLE_SECRETS.items():
         monkeypatch.setenv(name, value)
+
+
+class ManualClock:
+    """Seconds since the epoch, as `time.time` gives them, moved only by `tick`."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self, seconds: float) -> None:
+        self.now += seconds

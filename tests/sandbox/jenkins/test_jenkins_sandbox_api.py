@@ -13,30 +13,15 @@ import requests
 import yaml
 
 from itsm_bridge.sandbox.jenkins import JenkinsSandbox
+from support import ManualClock
 
 SEED = Path(__file__).parents[3] / "config" / "sandbox-seed.yaml"
 AUTH = ("sandbox", "sandbox")
 PARAMS = {"RELEASE_ID": "REL-7", "SERVICE": "payments", "VERSION": "1.4.0", "CHANGE": "CHG0030001"}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def tick(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def sandbox(clock: Clock) -> Iterator[JenkinsSandbox]:
+def sandbox(clock: ManualClock) -> Iterator[JenkinsSandbox]:
     seed = yaml.safe_load(SEED.read_text())
     server = JenkinsSandbox(seed, clock=clock)
     server.add_job("tools/lint")  # a job without parameters
@@ -64,7 +49,7 @@ def post(sandbox: JenkinsSandbox, path: str, **kwargs: Any) -> requests.Response
 
 # -- python-jenkins ----------------------------------------------------------------------------
 def test_python_jenkins_build_queue_build_info_and_test_report(
-    sandbox: JenkinsSandbox, client: jenkins.Jenkins, clock: Clock
+    sandbox: JenkinsSandbox, client: jenkins.Jenkins, clock: ManualClock
 ) -> None:
     queue_id = client.build_job("payments/build", PARAMS)
     assert isinstance(queue_id, int)
@@ -127,7 +112,7 @@ def test_python_jenkins_build_queue_build_info_and_test_report(
     assert all({"className", "name", "duration", "errorDetails"} <= set(c) for c in cases)
 
 
-def test_python_jenkins_job_info_on_folder_job(client: jenkins.Jenkins, clock: Clock) -> None:
+def test_python_jenkins_job_info_on_folder_job(client: jenkins.Jenkins, clock: ManualClock) -> None:
     client.build_job("payments/deploy", PARAMS)
     clock.tick(0.3)
     info = client.get_job_info("payments/deploy")
@@ -202,7 +187,9 @@ def test_build_errors_match_jenkins(sandbox: JenkinsSandbox) -> None:
     assert json_form.status_code == 201
 
 
-def test_tree_narrowing_nested_ranges_and_class(sandbox: JenkinsSandbox, clock: Clock) -> None:
+def test_tree_narrowing_nested_ranges_and_class(
+    sandbox: JenkinsSandbox, clock: ManualClock
+) -> None:
     for version in ("1", "2", "3"):
         post(
             sandbox,
@@ -254,7 +241,7 @@ def test_root_and_crumb_issuer(sandbox: JenkinsSandbox) -> None:
 
 
 def test_test_report_is_404_when_the_build_ran_no_tests(
-    sandbox: JenkinsSandbox, client: jenkins.Jenkins, clock: Clock
+    sandbox: JenkinsSandbox, client: jenkins.Jenkins, clock: ManualClock
 ) -> None:
     client.build_job("payments/deploy", PARAMS)
     clock.tick(5)

@@ -13,6 +13,7 @@ import requests
 from itsm_bridge.sandbox.jenkins import JenkinsSandbox
 from itsm_bridge.sandbox.jenkins.tree import TreeSyntaxError, apply, parse
 from itsm_bridge.webapp import App, Request, Response, RunningServer
+from support import ManualClock
 
 AUTH = ("sandbox", "sandbox")
 SEED = {
@@ -30,24 +31,8 @@ SEED = {
 }
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def tick(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def sandbox(clock: Clock) -> Iterator[JenkinsSandbox]:
+def sandbox(clock: ManualClock) -> Iterator[JenkinsSandbox]:
     server = JenkinsSandbox(SEED, clock=clock)
     server.start()
     try:
@@ -64,7 +49,7 @@ def trigger(sandbox: JenkinsSandbox, job: str, **params: str) -> int:
 
 
 def test_scripted_failure_and_unstable_with_test_statuses(
-    sandbox: JenkinsSandbox, clock: Clock
+    sandbox: JenkinsSandbox, clock: ManualClock
 ) -> None:
     trigger(sandbox, "payments/smoke", RELEASE_ID="1")
     clock.tick(1)
@@ -107,7 +92,9 @@ def test_scripted_failure_and_unstable_with_test_statuses(
     assert job["lastSuccessfulBuild"]["number"] == 4 and job["color"] == "blue"
 
 
-def test_script_sets_every_build_and_finish_forces(sandbox: JenkinsSandbox, clock: Clock) -> None:
+def test_script_sets_every_build_and_finish_forces(
+    sandbox: JenkinsSandbox, clock: ManualClock
+) -> None:
     sandbox.script("payments/deploy", result="FAILURE", duration=100)
     trigger(sandbox, "payments/deploy", RELEASE_ID="1")
     clock.tick(50)
@@ -119,7 +106,7 @@ def test_script_sets_every_build_and_finish_forces(sandbox: JenkinsSandbox, cloc
     assert sandbox.build("payments/deploy", 2)["result"] == "FAILURE"
 
 
-def test_stop_aborts_a_running_build(sandbox: JenkinsSandbox, clock: Clock) -> None:
+def test_stop_aborts_a_running_build(sandbox: JenkinsSandbox, clock: ManualClock) -> None:
     trigger(sandbox, "payments/smoke", RELEASE_ID="1")
     clock.tick(0.3)
     assert sandbox.build("payments/smoke", 1)["building"] is True
@@ -137,7 +124,7 @@ def test_stop_aborts_a_running_build(sandbox: JenkinsSandbox, clock: Clock) -> N
     assert "Aborted by sandbox" in console and console.endswith("Finished: ABORTED\n")
 
 
-def test_cancel_item_statuses(sandbox: JenkinsSandbox, clock: Clock) -> None:
+def test_cancel_item_statuses(sandbox: JenkinsSandbox, clock: ManualClock) -> None:
     item = trigger(sandbox, "payments/deploy", RELEASE_ID="1")
     cancel = sandbox.url + "/queue/cancelItem"
     assert requests.post(cancel, params={"id": item}, auth=AUTH, timeout=5).status_code == 204
@@ -180,7 +167,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_notification_plugin_phases_in_order(
-    sandbox: JenkinsSandbox, clock: Clock, receiver: Receiver
+    sandbox: JenkinsSandbox, clock: ManualClock, receiver: Receiver
 ) -> None:
     sandbox.set_notification_url(
         receiver.server.url + "/hook", headers={"Authorization": "Bearer t0k3n"}
@@ -220,7 +207,7 @@ def test_notification_plugin_phases_in_order(
     }
 
 
-def test_notification_failures_are_recorded_not_raised(clock: Clock) -> None:
+def test_notification_failures_are_recorded_not_raised(clock: ManualClock) -> None:
     sandbox = JenkinsSandbox(SEED, clock=clock)
     sandbox.set_notification_url("http://127.0.0.1:9/unreachable", job="payments/deploy")
     sandbox.start()
