@@ -134,15 +134,6 @@ def call_with_retries(policy: tenacity.Retrying, fn: Callable[[], T]) -> T:
     return result
 
 
-def new_session(user: str | None = None, secret: SecretStr | None = None) -> requests.Session:
-    """A session with basic auth (when given), JSON headers and our User-Agent."""
-    session = requests.Session()
-    if user is not None and secret is not None:
-        session.auth = (user, secret.get_secret_value())
-    session.headers.update({"Accept": "application/json", "User-Agent": USER_AGENT})
-    return session
-
-
 def redact(text: str, *secrets: SecretStr | str | None) -> str:
     """`text` with every secret value replaced by ***."""
     for secret in secrets:

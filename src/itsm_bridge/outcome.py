@@ -19,16 +19,14 @@ from itsm_bridge.store import StepRow
 
 @dataclass
 class StepContext:
-    """A step's inputs: the release as committed, its step row, tasks and core data."""
+    """A step's inputs: the release as committed, its step row, tasks, their jobs, core data."""
 
     release: Release
     step: StepRow
     tasks: list[Task]
     core: dict[str, Any]
     now: datetime
-
-    def task_jobs(self) -> dict[str, JobRef]:
-        return {k: JobRef(**v) for k, v in self.step.state.get("jobs", {}).items()}
+    jobs: dict[str, JobRef] = field(default_factory=dict)  # the job of each automated task
 
 
 @dataclass

@@ -125,6 +125,7 @@ class Process:
                 tasks=tx.tasks(release_id),
                 core=tx.core_data(release_id),
                 now=now,
+                jobs=tx.task_jobs(release_id),
             )
             timeline = tx.events(release_id) if step.number == 16 else []
             build_state = next((s.state for s in steps if s.number == 4), {})

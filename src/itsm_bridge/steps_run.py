@@ -28,7 +28,7 @@ def tasks_of_step(ctx: StepContext) -> list[Task]:
 def run_tasks(env: StepEnv, ctx: StepContext, tasks: list[Task]) -> Outcome:
     """Run the tasks in order: one side effect per call, committed before the next."""
     reported: list[str] = list(ctx.step.state.get("reported", []))
-    jobs = ctx.task_jobs()
+    jobs = ctx.jobs
     for task in tasks:
         if task.status in (TaskStatus.DONE, TaskStatus.FAILED):
             if task.key not in reported:
@@ -77,7 +77,6 @@ def run_automated_task(env: StepEnv, ctx: StepContext, task: Task, job: JobRef |
     params = job_params(ctx.release, purpose, **extra)
     stored = job.model_dump(mode="json") if job else None
     status, ref, started = follow_job(env.host, ctx, purpose, stored, params)
-    jobs_state = {k: v.model_dump(mode="json") for k, v in ctx.task_jobs().items()}
     if ref is None:
         manual = task.model_copy(update={"kind": "manual"})
         return Outcome.progress(
@@ -85,11 +84,9 @@ def run_automated_task(env: StepEnv, ctx: StepContext, task: Task, job: JobRef |
             task_updates=[(manual, None)],
         )
     if started:
-        jobs_state[task.key] = ref.model_dump(mode="json")
         running = task.model_copy(update={"status": TaskStatus.RUNNING})
         return Outcome.progress(
             f"task {task.name}: job {ref.job} started",
-            state={"jobs": jobs_state},
             task_updates=[(running, ref)],
         )
     if status is None or not status.finished:

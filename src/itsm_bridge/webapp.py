@@ -90,10 +90,6 @@ class Response:
         return payload, headers
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(status=status, body=body, headers=dict(headers or {}))
-
-
 _PARAM = re.compile(r"\{(\w+)(:path)?\}")
 
 

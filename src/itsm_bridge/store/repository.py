@@ -255,11 +255,17 @@ class Tx(QueueRows):
             for r in rows
         ]
 
+    def task_jobs(self, release_id: str) -> dict[str, JobRef]:
+        """The job each automated task started, by task key."""
+        rows = self.conn.execute(
+            sa.select(t.tasks.c.key, t.tasks.c.job).where(
+                t.tasks.c.release_id == release_id, t.tasks.c.job.is_not(None)
+            )
+        )
+        return {key: JobRef(**job) for key, job in rows if job}
+
     def task_job(self, release_id: str, key: str) -> JobRef | None:
-        value = self.conn.execute(
-            sa.select(t.tasks.c.job).where(t.tasks.c.release_id == release_id, t.tasks.c.key == key)
-        ).scalar_one_or_none()
-        return JobRef(**value) if value else None
+        return self.task_jobs(release_id).get(key)
 
     def insert_tasks(self, release_id: str, tasks: list[Task]) -> None:
         existing = {task.key for task in self.tasks(release_id)}
