@@ -23,9 +23,9 @@ from typing import Any
 
 from itsm_bridge.http import count_requests
 from itsm_bridge.models import Release
-from itsm_bridge.sandbox import load_seed
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge.settings import settings_from_mapping
+from itsm_bridge_sandbox import load_seed
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge_servicenow import ServiceNowPlugin, Settings, change, cmdb
 
 SEEDED_CIS = 6  # payments, payments-api, payments-db, pay-app-01, pay-app-02, pay-db-01

@@ -66,7 +66,7 @@ def _port(text: str) -> int:
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     """Start the three servers, print their URLs, serve until SIGINT/SIGTERM, stop cleanly."""
-    from itsm_bridge.sandbox import SYSTEMS, Sandbox, default_seed_path, load_seed
+    from itsm_bridge_sandbox import SYSTEMS, Sandbox, default_seed_path, load_seed
 
     source = Path(args.seed) if args.seed else default_seed_path()
     sandbox = Sandbox(load_seed(source), source=source)  # ConfigError: exit 2

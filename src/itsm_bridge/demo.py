@@ -22,10 +22,10 @@ from itsm_bridge.errors import ConfigError, OperationFailed
 from itsm_bridge.models import ReleaseState, Task, TaskStatus, utcnow
 from itsm_bridge.plugins import load_plugins
 from itsm_bridge.process import Process
-from itsm_bridge.sandbox import Sandbox, load_seed
 from itsm_bridge.settings import load_settings
 from itsm_bridge.store import open_store
 from itsm_bridge.views import release_json, render_show
+from itsm_bridge_sandbox import Sandbox, load_seed
 
 PACKAGED_CONFIG = Path(__file__).with_name("demo-config.yaml")
 SOURCE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "sandbox.yaml"

@@ -12,8 +12,8 @@ import requests
 import yaml
 
 from itsm_bridge.cli import main
-from itsm_bridge.sandbox import load_seed
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_sandbox import load_seed
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import pytest
 import requests
 import yaml
 
-import itsm_bridge.sandbox as sandbox_pkg
+import itsm_bridge_sandbox as sandbox_pkg
 from itsm_bridge.errors import ConfigError, OperationFailed
-from itsm_bridge.sandbox import (
+from itsm_bridge_sandbox import (
     JenkinsSandbox,
     JiraSandbox,
     Sandbox,

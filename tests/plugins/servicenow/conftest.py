@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from itsm_bridge.models import Release
-from itsm_bridge.sandbox import load_seed
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge.settings import BridgeSettings, settings_from_mapping
+from itsm_bridge_sandbox import load_seed
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge_servicenow import ServiceNowPlugin, Settings
 
 SERVICES = {

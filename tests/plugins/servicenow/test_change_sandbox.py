@@ -11,7 +11,7 @@ import pytest
 from itsm_bridge.errors import NeedsHuman
 from itsm_bridge.http import HTTPTransientError
 from itsm_bridge.models import Event, Release, ReleaseState
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge_servicenow import ServiceNowPlugin
 
 pytestmark = pytest.mark.integration

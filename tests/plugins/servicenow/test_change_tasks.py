@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from itsm_bridge.errors import NeedsHuman, TransientError
 from itsm_bridge.models import ExternalRecord, Release, Task, TaskSpec, TaskStatus
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge_servicenow import ServiceNowPlugin, Settings, change_tasks
 from itsm_bridge_servicenow.client import ServiceNowClient
 

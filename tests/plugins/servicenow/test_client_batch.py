@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from itsm_bridge.http import HTTPNeedsHuman, HTTPRequestError, HTTPTransientError
 from itsm_bridge.models import ConfigurationItem, Impact
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge_servicenow import ServiceNowPlugin
 from itsm_bridge_servicenow.client import ServiceNowClient
 from itsm_bridge_servicenow.cmdb import link_impact

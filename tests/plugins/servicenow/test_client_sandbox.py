@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from itsm_bridge.http import HTTPTransientError
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge_servicenow import ServiceNowPlugin
 
 GROUPS = "/api/now/table/sys_user_group"

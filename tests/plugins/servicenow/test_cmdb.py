@@ -22,8 +22,8 @@ from pydantic import SecretStr
 from itsm_bridge.errors import NeedsHuman
 from itsm_bridge.http import HTTPNeedsHuman
 from itsm_bridge.models import ConfigurationItem, Impact, Release
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge.settings import BridgeSettings, settings_from_mapping
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge_servicenow import ServiceNowPlugin, Settings
 from itsm_bridge_servicenow.client import ServiceNowClient
 from itsm_bridge_servicenow.cmdb import IN_CHUNK, identify_impact, link_impact

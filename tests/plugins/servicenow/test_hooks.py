@@ -22,8 +22,8 @@ from itsm_bridge.models import (
     WorkItem,
 )
 from itsm_bridge.plugins import PluginHost, load_plugins
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge.settings import settings_from_mapping
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 
 pytestmark = pytest.mark.integration
 START = datetime(2026, 12, 5, 21, tzinfo=UTC)

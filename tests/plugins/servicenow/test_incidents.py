@@ -13,8 +13,8 @@ from pydantic import SecretStr
 
 from itsm_bridge.errors import TransientError
 from itsm_bridge.models import ConfigurationItem, Event, ExternalRecord, Impact, Release
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge.settings import BridgeSettings
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge_servicenow import ServiceNowPlugin, Settings, incidents
 from itsm_bridge_servicenow.client import ServiceNowClient
 

@@ -12,7 +12,7 @@ import responses
 from pydantic import SecretStr
 
 from itsm_bridge.models import BacklogItem, WorkItem
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge_servicenow import ServiceNowPlugin, Settings, intake
 from itsm_bridge_servicenow.client import ServiceNowClient
 

@@ -20,8 +20,8 @@ from pydantic import SecretStr
 
 from itsm_bridge.errors import NeedsHuman
 from itsm_bridge.models import ConfigurationItem, Impact, Release
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge.settings import BridgeSettings
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge_servicenow import ServiceNowPlugin, Settings
 from itsm_bridge_servicenow.client import ServiceNowClient
 from itsm_bridge_servicenow.schedules import (

@@ -13,8 +13,8 @@ from pydantic import SecretStr
 
 from itsm_bridge.errors import NeedsHuman
 from itsm_bridge.models import Release
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge.settings import BridgeSettings
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge_servicenow import ServiceNowPlugin, Settings, service_levels
 from itsm_bridge_servicenow.client import ServiceNowClient
 

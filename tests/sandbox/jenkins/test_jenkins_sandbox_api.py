@@ -12,7 +12,7 @@ import pytest
 import requests
 import yaml
 
-from itsm_bridge.sandbox.jenkins import JenkinsSandbox
+from itsm_bridge_sandbox.jenkins import JenkinsSandbox
 from support import ManualClock
 
 SEED = Path(__file__).parents[3] / "config" / "sandbox-seed.yaml"

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import requests
 
-from itsm_bridge.sandbox.jenkins import JenkinsSandbox
-from itsm_bridge.sandbox.jenkins.tree import TreeSyntaxError, apply, parse
-from itsm_bridge.webapp import App, Request, Response, RunningServer
+from itsm_bridge_sandbox.jenkins import JenkinsSandbox
+from itsm_bridge_sandbox.jenkins.tree import TreeSyntaxError, apply, parse
+from itsm_bridge_sandbox.webapp import App, Request, Response, RunningServer
 from support import ManualClock
 
 AUTH = ("sandbox", "sandbox")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from jira import JIRA
 
-from itsm_bridge.sandbox.jira import JiraSandbox
+from itsm_bridge_sandbox.jira import JiraSandbox
 
 SEED = Path(__file__).resolve().parents[3] / "config" / "sandbox-seed.yaml"
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from jira import JIRA, JIRAError
 
-from itsm_bridge.sandbox.jira import JiraSandbox
+from itsm_bridge_sandbox.jira import JiraSandbox
 
 pytestmark = pytest.mark.integration
 

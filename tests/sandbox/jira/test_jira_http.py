@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import requests
 
-from itsm_bridge.sandbox.jira import JiraSandbox
-from itsm_bridge.webapp import App, Request, Response, RunningServer
+from itsm_bridge_sandbox.jira import JiraSandbox
+from itsm_bridge_sandbox.webapp import App, Request, Response, RunningServer
 
 pytestmark = pytest.mark.integration
 AUTH = ("sandbox", "sandbox")

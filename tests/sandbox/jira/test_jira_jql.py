@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from itsm_bridge.sandbox.jira import JiraSandbox
-from itsm_bridge.sandbox.jira.store import JiraError
+from itsm_bridge_sandbox.jira import JiraSandbox
+from itsm_bridge_sandbox.jira.store import JiraError
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 import requests
 import yaml
 
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 
 SEED_FILE = Path(__file__).resolve().parents[3] / "config" / "sandbox-seed.yaml"
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 
 BATCH = "/api/now/v1/batch"
 JSON = [

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import requests
 
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 
 CHANGES = "/api/now/table/change_request"
 

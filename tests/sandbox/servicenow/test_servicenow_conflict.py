@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 
 CONFLICT = "/api/sn_chg_rest/change/{}/conflict"
 

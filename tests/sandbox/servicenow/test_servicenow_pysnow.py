@@ -5,7 +5,7 @@ from __future__ import annotations
 import pysnow
 import pytest
 
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
-from itsm_bridge.sandbox.servicenow.query import parse
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_sandbox.servicenow.query import parse
 
 
 def _get(record: dict[str, str], name: str) -> str:

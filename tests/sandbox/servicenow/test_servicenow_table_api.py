@@ -6,7 +6,7 @@ import re
 
 import requests
 
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 
 TABLE = "/api/now/table"
 

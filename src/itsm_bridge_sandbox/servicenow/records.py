@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from itsm_bridge.sandbox.servicenow import schema
-from itsm_bridge.sandbox.servicenow.query import Query
+from itsm_bridge_sandbox.servicenow import schema
+from itsm_bridge_sandbox.servicenow.query import Query
 
 _SYS_ID = re.compile(r"^[0-9a-f]{32}$")
 READ_ONLY = {

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from itsm_bridge.webapp import App, Request, Response, RunningServer
+from itsm_bridge_sandbox.webapp import App, Request, Response, RunningServer
 
 
 @dataclass

@@ -33,9 +33,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from itsm_bridge.sandbox.servicenow.records import TABLE_KEY, Store
-from itsm_bridge.sandbox.servicenow.schema import CHANGE_STATES
-from itsm_bridge.webapp import HTTPError
+from itsm_bridge_sandbox.servicenow.records import TABLE_KEY, Store
+from itsm_bridge_sandbox.servicenow.schema import CHANGE_STATES
+from itsm_bridge_sandbox.webapp import HTTPError
 
 NEW, ASSESS, AUTHORIZE, SCHEDULED, IMPLEMENT, REVIEW, CLOSED, CANCELED = (
     "-5",

@@ -20,14 +20,14 @@ import json
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from itsm_bridge.sandbox.jira import jql, shapes
-from itsm_bridge.sandbox.jira.common import body, int_arg, list_arg, no_content, ok, page, route
-from itsm_bridge.sandbox.jira.shapes import SPRINT_FIELD, Ctx
-from itsm_bridge.sandbox.jira.store import ISSUE_TYPES, PRIORITIES, STATUSES, JiraError, jira_time
-from itsm_bridge.webapp import Request, Response
+from itsm_bridge_sandbox.jira import jql, shapes
+from itsm_bridge_sandbox.jira.common import body, int_arg, list_arg, no_content, ok, page, route
+from itsm_bridge_sandbox.jira.shapes import SPRINT_FIELD, Ctx
+from itsm_bridge_sandbox.jira.store import ISSUE_TYPES, PRIORITIES, STATUSES, JiraError, jira_time
+from itsm_bridge_sandbox.webapp import Request, Response
 
 if TYPE_CHECKING:
-    from itsm_bridge.sandbox.jira.server import JiraSandbox
+    from itsm_bridge_sandbox.jira.server import JiraSandbox
 
 REMOVED_SEARCH = (
     "The requested API has been removed. Please migrate to the /rest/api/3/search/jql API. "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from itsm_bridge.sandbox.jenkins.model import Build, Folder, JenkinsModel, Job, QueueItem
+from itsm_bridge_sandbox.jenkins.model import Build, Folder, JenkinsModel, Job, QueueItem
 
 JOB_CLASS = {
     "pipeline": "org.jenkinsci.plugins.workflow.job.WorkflowJob",

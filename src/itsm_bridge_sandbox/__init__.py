@@ -9,7 +9,7 @@ config/sandbox-seed.yaml and docs/sandbox.md)::
         sandbox.jenkins.add_job(...)     # each server keeps its own test helpers
 
 Where the default seed comes from: `config/sandbox-seed.yaml` is the only copy in the
-repository. A wheel carries it as `itsm_bridge/sandbox/default-seed.yaml` (hatchling
+repository. A wheel carries it as `itsm_bridge_sandbox/default-seed.yaml` (hatchling
 `force-include` in pyproject.toml), so a non-editable install finds it next to this module;
 a source checkout or an editable install has no such file and reads the repository's
 `config/sandbox-seed.yaml` instead.
@@ -25,10 +25,10 @@ from typing import Any
 import yaml
 
 from itsm_bridge.errors import ConfigError, OperationFailed
-from itsm_bridge.sandbox.base import SandboxServer
-from itsm_bridge.sandbox.jenkins import JenkinsSandbox
-from itsm_bridge.sandbox.jira import JiraSandbox
-from itsm_bridge.sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_sandbox.base import SandboxServer
+from itsm_bridge_sandbox.jenkins import JenkinsSandbox
+from itsm_bridge_sandbox.jira import JiraSandbox
+from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 
 __all__ = [
     "SYSTEMS",
@@ -45,8 +45,8 @@ SYSTEMS = ("servicenow", "jira", "jenkins")
 
 #: Where a wheel carries the default seed (a copy of config/sandbox-seed.yaml).
 PACKAGED_SEED = Path(__file__).with_name("default-seed.yaml")
-#: The default seed in a source checkout (src/itsm_bridge/sandbox -> repository root).
-SOURCE_SEED = Path(__file__).resolve().parents[3] / "config" / "sandbox-seed.yaml"
+#: The default seed in a source checkout (src/itsm_bridge_sandbox -> repository root).
+SOURCE_SEED = Path(__file__).resolve().parents[2] / "config" / "sandbox-seed.yaml"
 
 
 def default_seed_path() -> Path:

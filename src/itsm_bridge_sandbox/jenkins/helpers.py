@@ -6,8 +6,8 @@ import threading
 import time
 from typing import Any
 
-from itsm_bridge.sandbox.jenkins import render
-from itsm_bridge.sandbox.jenkins.model import (
+from itsm_bridge_sandbox.jenkins import render
+from itsm_bridge_sandbox.jenkins.model import (
     RESULTS,
     Endpoint,
     JenkinsModel,
@@ -16,7 +16,7 @@ from itsm_bridge.sandbox.jenkins.model import (
     ParamDef,
     TestSpec,
 )
-from itsm_bridge.sandbox.jenkins.notifications import Delivery, NotificationSender
+from itsm_bridge_sandbox.jenkins.notifications import Delivery, NotificationSender
 
 _KEEP: Any = object()
 

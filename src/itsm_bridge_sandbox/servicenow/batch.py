@@ -36,7 +36,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from itsm_bridge.webapp import HTTPError, Request, Response
+from itsm_bridge_sandbox.webapp import HTTPError, Request, Response
 
 MAX_INPUT_BYTES = 5 * 1024 * 1024
 TIMEOUT_SECONDS = 30.0

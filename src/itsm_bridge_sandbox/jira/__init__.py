@@ -1,5 +1,5 @@
 """The Jira sandbox: a local, in-memory Jira speaking REST v2/v3, Agile 1.0 and webhooks."""
 
-from itsm_bridge.sandbox.jira.server import JiraSandbox
+from itsm_bridge_sandbox.jira.server import JiraSandbox
 
 __all__ = ["JiraSandbox"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from itsm_bridge.sandbox.jira.store import (
+from itsm_bridge_sandbox.jira.store import (
     ISSUE_TYPES,
     PRIORITIES,
     STATUS_CATEGORIES,

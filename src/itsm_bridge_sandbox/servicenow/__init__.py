@@ -5,6 +5,6 @@ conflict API (`/api/sn_chg_rest/change/{sys_id}/conflict`), enforces the default
 keeps journal fields in `sys_journal_field`, and can be told to fail (`fail_next`).
 """
 
-from itsm_bridge.sandbox.servicenow.server import ServiceNowSandbox
+from itsm_bridge_sandbox.servicenow.server import ServiceNowSandbox
 
 __all__ = ["ServiceNowSandbox"]

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from itsm_bridge.sandbox.servicenow import schema
-from itsm_bridge.sandbox.servicenow.records import Store
+from itsm_bridge_sandbox.servicenow import schema
+from itsm_bridge_sandbox.servicenow.records import Store
 
 #: Relationship types every instance ships with (cmdb_rel_type), present even without a seed.
 BASE_REL_TYPES = [

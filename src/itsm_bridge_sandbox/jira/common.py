@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from itsm_bridge.sandbox.jira.shapes import Ctx
-from itsm_bridge.sandbox.jira.store import JiraError
-from itsm_bridge.webapp import HTTPError, Request, Response
+from itsm_bridge_sandbox.jira.shapes import Ctx
+from itsm_bridge_sandbox.jira.store import JiraError
+from itsm_bridge_sandbox.webapp import HTTPError, Request, Response
 
 if TYPE_CHECKING:
-    from itsm_bridge.sandbox.jira.server import JiraSandbox
+    from itsm_bridge_sandbox.jira.server import JiraSandbox
 
 JiraHandler = Callable[[Request, Ctx], Response]
 API_VERSIONS = {"2", "3", "latest"}

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from itsm_bridge.sandbox.base import SandboxServer
-from itsm_bridge.sandbox.jira import agile, issues, rest, shapes
-from itsm_bridge.sandbox.jira.common import body, no_content, ok, route
-from itsm_bridge.sandbox.jira.shapes import Ctx
-from itsm_bridge.sandbox.jira.store import (
+from itsm_bridge_sandbox.base import SandboxServer
+from itsm_bridge_sandbox.jira import agile, issues, rest, shapes
+from itsm_bridge_sandbox.jira.common import body, no_content, ok, route
+from itsm_bridge_sandbox.jira.shapes import Ctx
+from itsm_bridge_sandbox.jira.store import (
     STATUSES,
     Issue,
     JiraError,
@@ -26,8 +26,8 @@ from itsm_bridge.sandbox.jira.store import (
     Store,
     status_by_name,
 )
-from itsm_bridge.sandbox.jira.webhooks import WebhookDispatcher
-from itsm_bridge.webapp import Request, Response
+from itsm_bridge_sandbox.jira.webhooks import WebhookDispatcher
+from itsm_bridge_sandbox.webapp import Request, Response
 
 RATE_LIMITED = "Rate limit exceeded."
 
@@ -401,7 +401,7 @@ class JiraSandbox(SandboxServer):
 
     def issue_keys(self, jql_query: str) -> list[str]:
         """Keys of the issues matching a JQL query, in result order."""
-        from itsm_bridge.sandbox.jira import jql
+        from itsm_bridge_sandbox.jira import jql
 
         with self.lock:
             return [i.key for i in jql.search(self.store, jql_query)[1]]

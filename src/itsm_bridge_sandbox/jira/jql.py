@@ -22,7 +22,7 @@ import re
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from itsm_bridge.sandbox.jira.jql_parser import (
+from itsm_bridge_sandbox.jira.jql_parser import (
     DATES,
     FIELD_ALIASES,
     Clause,
@@ -31,7 +31,7 @@ from itsm_bridge.sandbox.jira.jql_parser import (
     jql_error,
     parse,
 )
-from itsm_bridge.sandbox.jira.store import (
+from itsm_bridge_sandbox.jira.store import (
     ISSUE_TYPES,
     PRIORITIES,
     STATUS_CATEGORIES,
@@ -220,7 +220,7 @@ class Evaluator:
         if clause.field == "resolution" and wanted == [None]:
             return (not have) == (op in ("=", "in"))
         if op in ("~", "!~"):
-            from itsm_bridge.sandbox.jira.shapes import adf_to_text
+            from itsm_bridge_sandbox.jira.shapes import adf_to_text
 
             text = " ".join(adf_to_text(h) for h in have).lower()
             found = all(word in text for word in str(wanted[0]).lower().split())

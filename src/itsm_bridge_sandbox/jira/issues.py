@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from itsm_bridge.sandbox.jira import shapes
-from itsm_bridge.sandbox.jira.common import body, list_arg, no_content, ok, route
-from itsm_bridge.sandbox.jira.shapes import SPRINT_FIELD, Ctx
-from itsm_bridge.sandbox.jira.store import (
+from itsm_bridge_sandbox.jira import shapes
+from itsm_bridge_sandbox.jira.common import body, list_arg, no_content, ok, route
+from itsm_bridge_sandbox.jira.shapes import SPRINT_FIELD, Ctx
+from itsm_bridge_sandbox.jira.store import (
     ISSUE_TYPES,
     PRIORITIES,
     Issue,
@@ -24,10 +24,10 @@ from itsm_bridge.sandbox.jira.store import (
     Project,
     Store,
 )
-from itsm_bridge.webapp import Request, Response
+from itsm_bridge_sandbox.webapp import Request, Response
 
 if TYPE_CHECKING:
-    from itsm_bridge.sandbox.jira.server import JiraSandbox
+    from itsm_bridge_sandbox.jira.server import JiraSandbox
 
 SETTABLE = {
     "summary",

@@ -35,12 +35,12 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from itsm_bridge.sandbox.base import SandboxServer
-from itsm_bridge.sandbox.servicenow import batch, change, schema
-from itsm_bridge.sandbox.servicenow import seed as seeding
-from itsm_bridge.sandbox.servicenow.query import parse
-from itsm_bridge.sandbox.servicenow.records import TABLE_KEY, Store
-from itsm_bridge.webapp import Handler, HTTPError, Request, Response
+from itsm_bridge_sandbox.base import SandboxServer
+from itsm_bridge_sandbox.servicenow import batch, change, schema
+from itsm_bridge_sandbox.servicenow import seed as seeding
+from itsm_bridge_sandbox.servicenow.query import parse
+from itsm_bridge_sandbox.servicenow.records import TABLE_KEY, Store
+from itsm_bridge_sandbox.webapp import Handler, HTTPError, Request, Response
 
 DEFAULT_LIMIT = 10000
 

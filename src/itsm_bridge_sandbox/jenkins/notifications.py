@@ -43,9 +43,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from itsm_bridge.sandbox.jenkins.model import Build, Endpoint, PhaseEvent
-from itsm_bridge.sandbox.jenkins.render import item_path, ms
-from itsm_bridge.sandbox.jenkins.testreport import console_text
+from itsm_bridge_sandbox.jenkins.model import Build, Endpoint, PhaseEvent
+from itsm_bridge_sandbox.jenkins.render import item_path, ms
+from itsm_bridge_sandbox.jenkins.testreport import console_text
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,11 @@ from collections.abc import Callable
 from html import escape
 from typing import Any
 
-from itsm_bridge.sandbox.base import SandboxServer
-from itsm_bridge.sandbox.jenkins import render, testreport, tree
-from itsm_bridge.sandbox.jenkins import seed as seeding
-from itsm_bridge.sandbox.jenkins.helpers import ScriptingMixin
-from itsm_bridge.sandbox.jenkins.model import (
+from itsm_bridge_sandbox.base import SandboxServer
+from itsm_bridge_sandbox.jenkins import render, testreport, tree
+from itsm_bridge_sandbox.jenkins import seed as seeding
+from itsm_bridge_sandbox.jenkins.helpers import ScriptingMixin
+from itsm_bridge_sandbox.jenkins.model import (
     Build,
     Folder,
     JenkinsModel,
@@ -42,9 +42,9 @@ from itsm_bridge.sandbox.jenkins.model import (
     PhaseEvent,
     endpoints_for,
 )
-from itsm_bridge.sandbox.jenkins.notifications import NotificationSender, payload, wants
-from itsm_bridge.sandbox.jenkins.render import PERMALINKS
-from itsm_bridge.webapp import Request, Response
+from itsm_bridge_sandbox.jenkins.notifications import NotificationSender, payload, wants
+from itsm_bridge_sandbox.jenkins.render import PERMALINKS
+from itsm_bridge_sandbox.webapp import Request, Response
 
 VERSION = "2.440.3"
 HTML = "text/html;charset=utf-8"

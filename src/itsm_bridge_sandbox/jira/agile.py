@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from itsm_bridge.sandbox.jira import jql, shapes
-from itsm_bridge.sandbox.jira.common import body, int_arg, list_arg, no_content, ok, page, route
-from itsm_bridge.sandbox.jira.shapes import Ctx
-from itsm_bridge.sandbox.jira.store import Issue, JiraError, status_by_name
-from itsm_bridge.webapp import Request, Response
+from itsm_bridge_sandbox.jira import jql, shapes
+from itsm_bridge_sandbox.jira.common import body, int_arg, list_arg, no_content, ok, page, route
+from itsm_bridge_sandbox.jira.shapes import Ctx
+from itsm_bridge_sandbox.jira.store import Issue, JiraError, status_by_name
+from itsm_bridge_sandbox.webapp import Request, Response
 
 if TYPE_CHECKING:
-    from itsm_bridge.sandbox.jira.server import JiraSandbox
+    from itsm_bridge_sandbox.jira.server import JiraSandbox
 
 AGILE = "/rest/agile/1.0"
 MAX_MOVE = 50

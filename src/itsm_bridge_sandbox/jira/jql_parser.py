@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from itsm_bridge.sandbox.jira.store import JiraError
+from itsm_bridge_sandbox.jira.store import JiraError
 
 KEYWORDS = {"and", "or", "not", "in", "is", "empty", "null", "order", "by", "asc", "desc"}
 _TOKEN = re.compile(

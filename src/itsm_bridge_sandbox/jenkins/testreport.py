@@ -17,7 +17,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from itsm_bridge.sandbox.jenkins.model import Build
+from itsm_bridge_sandbox.jenkins.model import Build
 
 CASES_PER_SUITE = 10
 CASE_SECONDS = 0.012

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from itsm_bridge.sandbox.jenkins.model import (
+from itsm_bridge_sandbox.jenkins.model import (
     Endpoint,
     JenkinsModel,
     Outcome,
