@@ -5,15 +5,21 @@ Shapes checked against Jenkins core sources and public samples: `hudson.model.Qu
 `Queue.InQuietPeriod` = "In the quiet period. Expires in {0}"), `hudson.model.Job` / `Run`
 exported properties (python-jenkins' `get_build_info` docstring sample), `hudson.tasks.junit`
 `TestResult`/`SuiteResult`/`CaseResult` and `TestResultAction` (`urlName: testReport`).
-`depth=0` renders nested builds as `{_class, number, url}`; a `tree=` is applied to a deeper
-rendering because Jenkins lets a tree reach below the default depth.
+`depth=0` renders nested builds as `{_class, number, url}` and the items of a folder (or of
+the root) as `{_class, name, url}`, plus `color` for a job. A folder exports its items as
+`jobs` (`AbstractFolder.getItems()`, `@Exported(name="jobs")`, cloudbees-folder plugin) and no
+`color` (that is `Job.getIconColor`). With a `tree=` Stapler ignores `depth` and writes what the
+tree names at any depth, so `deep=True` renders nested items and builds in full as `tree.Lazy`
+values: only what the tree reaches is rendered.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from itsm_bridge_sandbox.jenkins.model import Build, Folder, JenkinsModel, Job, QueueItem
+from itsm_bridge_sandbox.jenkins.tree import Lazy
 
 JOB_CLASS = {
     "pipeline": "org.jenkinsci.plugins.workflow.job.WorkflowJob",
@@ -104,7 +110,22 @@ def item_ref(root: str, node: Folder | Job) -> dict[str, Any]:
     }
 
 
-def root_json(model: JenkinsModel, root: str) -> dict[str, Any]:
+def items(model: JenkinsModel, folder: Folder, root: str, deep: bool) -> list[Any]:
+    """The `jobs` of the root or of a folder: references, or (`deep`) lazy full documents."""
+    nodes = sorted(folder.children.values(), key=lambda n: n.name)
+    if not deep:
+        return [item_ref(root, n) for n in nodes]
+    return [Lazy(partial(item_json, model, n, root)) for n in nodes]
+
+
+def item_json(model: JenkinsModel, node: Folder | Job, root: str) -> dict[str, Any]:
+    """A folder's or a job's own `api/json`, as a tree reaching it sees it (`deep`)."""
+    if isinstance(node, Folder):
+        return folder_json(model, node, root, deep=True)
+    return job_json(model, node, root, deep=True)
+
+
+def root_json(model: JenkinsModel, root: str, deep: bool = False) -> dict[str, Any]:
     """`GET /api/json` (`hudson.model.Hudson`)."""
     view = {"_class": "hudson.model.AllView", "name": "all", "url": root}
     return {
@@ -115,9 +136,7 @@ def root_json(model: JenkinsModel, root: str) -> dict[str, Any]:
         "nodeName": "",
         "numExecutors": 2,
         "description": None,
-        "jobs": [
-            item_ref(root, n) for n in sorted(model.root.children.values(), key=lambda n: n.name)
-        ],
+        "jobs": items(model, model.root, root, deep),
         "overallLoad": {},
         "primaryView": view,
         "quietDownReason": None,
@@ -131,7 +150,9 @@ def root_json(model: JenkinsModel, root: str) -> dict[str, Any]:
     }
 
 
-def folder_json(folder: Folder, root: str) -> dict[str, Any]:
+def folder_json(
+    model: JenkinsModel, folder: Folder, root: str, deep: bool = False
+) -> dict[str, Any]:
     """`GET /job/<folder>/api/json` (CloudBees Folder)."""
     url = f"{root}{item_path(folder.full_name)}"
     return {
@@ -145,7 +166,7 @@ def folder_json(folder: Folder, root: str) -> dict[str, Any]:
         "name": folder.name,
         "url": url,
         "healthReport": [],
-        "jobs": [item_ref(root, n) for n in sorted(folder.children.values(), key=lambda n: n.name)],
+        "jobs": items(model, folder, root, deep),
         "primaryView": {"_class": "hudson.model.AllView", "name": "All", "url": url},
         "views": [{"_class": "hudson.model.AllView", "name": "All", "url": url}],
     }
@@ -168,13 +189,17 @@ def param_definitions(job: Job) -> list[dict[str, Any]]:
     ]
 
 
-def job_json(model: JenkinsModel, job: Job, root: str, depth: int = 0) -> dict[str, Any]:
+def job_json(
+    model: JenkinsModel, job: Job, root: str, depth: int = 0, deep: bool = False
+) -> dict[str, Any]:
     """`GET /job/.../api/json` for a job (WorkflowJob or FreeStyleProject)."""
     numbers = sorted(job.builds, reverse=True)
 
-    def ref(build: Build | None) -> dict[str, Any] | None:
+    def ref(build: Build | None) -> Any:
         if build is None:
             return None
+        if deep:
+            return Lazy(partial(build_json, build, root))
         return build_json(build, root) if depth >= 1 else build_ref(root, build)
 
     prop = (

@@ -4,7 +4,8 @@ Endpoints: `GET /`, `/api/json`, `/crumbIssuer/api/json`, `/whoAmI/api/json`, `/
 `/queue/api/json`, `/queue/item/<id>/api/json`, `POST /queue/cancelItem?id=N`, and under
 `/job/<a>/job/<b>/...`: `api/json` (folder or job), `POST build`, `POST buildWithParameters`,
 `<n>|lastBuild|lastSuccessfulBuild|...` + `/api/json`, `/testReport/api/json`, `/consoleText`,
-`POST /stop`. Every api/json honours `tree=` and `depth=`.
+`POST /stop` (those handlers live in `jobroutes.py`). Every api/json honours `tree=` (nested
+to any depth, e.g. the jobs of folders in folders; `tree.py`) and `depth=`.
 
 Security, as Jenkins 2.440 with "logged-in users can do anything":
 - no credentials: 403 with the "Authentication required" page and `X-You-Are-Authenticated-As:
@@ -23,52 +24,24 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable
-from html import escape
 from typing import Any
 
 from itsm_bridge_sandbox.base import SandboxServer
 from itsm_bridge_sandbox.jenkins import render, testreport, tree
 from itsm_bridge_sandbox.jenkins import seed as seeding
 from itsm_bridge_sandbox.jenkins.helpers import ScriptingMixin
-from itsm_bridge_sandbox.jenkins.model import (
-    Build,
-    Folder,
-    JenkinsModel,
-    Job,
-    PhaseEvent,
-    endpoints_for,
-)
+from itsm_bridge_sandbox.jenkins.jobroutes import HTML, JobRoutesMixin, html_error, not_found
+from itsm_bridge_sandbox.jenkins.model import JenkinsModel, PhaseEvent, endpoints_for
 from itsm_bridge_sandbox.jenkins.notifications import NotificationSender, payload, wants
-from itsm_bridge_sandbox.jenkins.render import PERMALINKS
 from itsm_bridge_sandbox.webapp import Request, Response
 
 VERSION = "2.440.3"
-HTML = "text/html;charset=utf-8"
 
 
-def html_error(status: int, message: str) -> Response:
-    """Jetty's/Jenkins' HTML error page."""
-    body = (
-        f"<html><head><title>Error {status} {escape(message)}</title></head><body>"
-        f"<h2>HTTP ERROR {status} {escape(message)}</h2></body></html>"
-    )
-    return Response(status, body.encode(), {"Content-Type": HTML})
-
-
-def not_found() -> Response:
-    body = (
-        "<!DOCTYPE html><html><head><title>Jenkins</title></head><body><h1>Not Found</h1>"
-        "<p>This page may not exist, or you may not have permission to see it.</p>"
-        "</body></html>"
-    )
-    return Response(404, body.encode(), {"Content-Type": HTML})
-
-
-class JenkinsSandbox(ScriptingMixin, SandboxServer):
+class JenkinsSandbox(JobRoutesMixin, ScriptingMixin, SandboxServer):
     """An in-memory Jenkins controller for the demo and the integration tests."""
 
     system = "jenkins"
@@ -215,7 +188,9 @@ class JenkinsSandbox(ScriptingMixin, SandboxServer):
         add(
             "GET",
             "/api/json",
-            lambda r: self._api(r, lambda d: render.root_json(self.model, self.root_url(r))),
+            lambda r: self._api(
+                r, lambda d, deep: render.root_json(self.model, self.root_url(r), deep)
+            ),
         )
         add("GET", "/crumbIssuer/api/json", self._crumb_issuer)
         add("GET", "/whoAmI/api/json", self._who_am_i)
@@ -224,7 +199,7 @@ class JenkinsSandbox(ScriptingMixin, SandboxServer):
             "GET",
             "/queue/api/json",
             lambda r: self._api(
-                r, lambda d: render.queue_json(self.model, self.root_url(r), self.model.clock())
+                r, lambda *_: render.queue_json(self.model, self.root_url(r), self.model.clock())
             ),
         )
         add("GET", "/queue/item/{id}/api/json", self._queue_item)
@@ -232,8 +207,9 @@ class JenkinsSandbox(ScriptingMixin, SandboxServer):
         add("GET|POST|HEAD", "/job/{rest:path}", self._job_path)
         add("GET|POST|HEAD|PUT|DELETE", "/{rest:path}", lambda r: not_found())
 
-    def _api(self, request: Request, doc: Callable[[int], Any]) -> Response:
-        """Serve a document with `depth=` and `tree=` applied."""
+    def _api(self, request: Request, doc: Callable[[int, bool], Any]) -> Response:
+        """Serve `doc(depth, deep)` with `depth=` or `tree=` applied; with a tree, `deep`
+        documents hold every nested object lazily and Stapler's `depth` is ignored."""
         try:
             depth = int(request.arg("depth", "0") or 0)
         except ValueError:
@@ -242,12 +218,12 @@ class JenkinsSandbox(ScriptingMixin, SandboxServer):
         with self.lock:
             self.model.advance()
             if not expression:
-                return Response(200, doc(depth))
+                return Response(200, doc(depth, False))
             try:
                 nodes = tree.parse(expression)
-            except tree.TreeSyntaxError as exc:
-                return html_error(400, str(exc))
-            return Response(200, tree.apply(doc(max(depth, 2)), nodes))
+            except tree.TreeSyntaxError as exc:  # Stapler: a ServletException, i.e. a 500
+                return html_error(500, f"Malformed tree expression: {exc}")
+            return Response(200, tree.apply(doc(depth, True), nodes))
 
     def _home(self, request: Request) -> Response:
         body = (
@@ -259,7 +235,7 @@ class JenkinsSandbox(ScriptingMixin, SandboxServer):
     def _crumb_issuer(self, request: Request) -> Response:
         return self._api(
             request,
-            lambda d: {
+            lambda *_: {
                 "_class": "hudson.security.csrf.DefaultCrumbIssuer",
                 "crumb": self.crumb,
                 "crumbRequestField": "Jenkins-Crumb",
@@ -276,7 +252,7 @@ class JenkinsSandbox(ScriptingMixin, SandboxServer):
         )
         return self._api(
             request,
-            lambda d: {
+            lambda *_: {
                 "_class": "hudson.security.WhoAmI",
                 "anonymous": not known,
                 "authenticated": True,
@@ -290,7 +266,7 @@ class JenkinsSandbox(ScriptingMixin, SandboxServer):
     def _me(self, request: Request) -> Response:
         return self._api(
             request,
-            lambda d: {
+            lambda *_: {
                 "_class": "hudson.model.User",
                 "absoluteUrl": f"{self.root_url(request)}user/{self.user}",
                 "description": None,
@@ -312,7 +288,7 @@ class JenkinsSandbox(ScriptingMixin, SandboxServer):
                 return not_found()
             return self._api(
                 request,
-                lambda d: render.queue_item_json(item, self.root_url(request), self.model.clock()),
+                lambda *_: render.queue_item_json(item, self.root_url(request), self.model.clock()),
             )
 
     def _cancel_item(self, request: Request) -> Response:
@@ -326,121 +302,6 @@ class JenkinsSandbox(ScriptingMixin, SandboxServer):
             if not self.model.cancel(item):
                 return html_error(500, f"Could not cancel run for id {raw}")
             return Response(204)
-
-    # -- /job/... ------------------------------------------------------------------------
-    def _job_path(self, request: Request) -> Response:
-        segments = request.params["rest"].split("/")
-        names, index = [segments[0]], 1
-        while index + 1 < len(segments) and segments[index] == "job":
-            names.append(segments[index + 1])
-            index += 2
-        tail = [s for s in segments[index:] if s]
-        with self.lock:
-            self.model.advance()
-            node = self.model.item("/".join(names))
-            if node is None or not names[0]:
-                return not_found()
-            if isinstance(node, Folder):
-                if tail == ["api", "json"]:
-                    return self._api(
-                        request, lambda d: render.folder_json(node, self.root_url(request))
-                    )
-                return self._page(request, node.full_name) if not tail else not_found()
-            return self._job_action(request, node, tail)
-
-    def _page(self, request: Request, title: str) -> Response:
-        if request.method == "POST":
-            return html_error(405, "This URL requires GET")
-        body = (
-            f"<!DOCTYPE html><html><head><title>{escape(title)} [Jenkins]</title></head>"
-            "<body></body></html>"
-        )
-        return Response(200, body.encode(), {"Content-Type": HTML})
-
-    def _job_action(self, request: Request, job: Job, tail: list[str]) -> Response:
-        root = self.root_url(request)
-        if not tail:
-            return self._page(request, job.full_name)
-        if tail == ["api", "json"]:
-            return self._api(request, lambda d: render.job_json(self.model, job, root, d))
-        if tail in (["build"], ["buildWithParameters"]):
-            if request.method != "POST":
-                return html_error(405, "This URL requires POST")
-            return self._trigger(request, job, tail[0])
-        if tail[0] in PERMALINKS:
-            build = render.permalink(job, tail[0])
-        elif tail[0].isdigit():
-            build = job.builds.get(int(tail[0]))
-        else:
-            return not_found()
-        if build is None:
-            return not_found()
-        return self._build_action(request, build, tail[1:])
-
-    def _trigger(self, request: Request, job: Job, verb: str) -> Response:
-        """`ParameterizedJobMixIn.doBuild` / `doBuildWithParameters`."""
-        form = request.form() if "urlencoded" in (request.header("content-type") or "") else {}
-        values = {
-            **{k: v[0] for k, v in form.items()},
-            **{k: v[0] for k, v in request.query.items()},
-        }
-        if job.disabled:
-            return html_error(409, f"{job.full_name} is not buildable!")
-        if verb == "buildWithParameters" and not job.parameters:
-            return html_error(
-                500, "java.lang.IllegalStateException: This build is not parameterized!"
-            )
-        if verb == "build" and job.parameters:
-            if "json" not in values:
-                return html_error(400, "Nothing is submitted")
-            try:  # the documented form: json={"parameter": [{"name": ..., "value": ...}]}
-                submitted = json.loads(values["json"]).get("parameter", [])
-                submitted = [submitted] if isinstance(submitted, dict) else submitted
-                values = {str(p["name"]): str(p.get("value", "")) for p in submitted}
-            except (ValueError, AttributeError, KeyError, TypeError):
-                return html_error(400, "Nothing is submitted")
-        item = self.model.schedule(job, values, delay=_delay(values.get("delay")))
-        return Response(201, b"", {"Location": f"{self.root_url(request)}queue/item/{item.id}/"})
-
-    def _build_action(self, request: Request, build: Build, tail: list[str]) -> Response:
-        root = self.root_url(request)
-        if not tail:
-            return self._page(request, f"{build.job.full_name} #{build.number}")
-        if tail == ["api", "json"]:
-            return self._api(request, lambda d: render.build_json(build, root))
-        if tail == ["testReport", "api", "json"]:
-            report = build.test_report
-            if report is None:
-                return not_found()
-            return self._api(request, lambda d: report)
-        if tail == ["consoleText"]:
-            return Response(
-                200,
-                testreport.console_text(build, self.user),
-                {"Content-Type": "text/plain;charset=utf-8"},
-            )
-        if tail == ["stop"]:
-            if request.method != "POST":
-                return html_error(405, "This URL requires POST")
-            self.model.abort(build, self.user)
-            self.model.flush()
-            # Run.doStop forwards to the previous page: a 302 back to the build.
-            return Response(
-                302,
-                b"",
-                {"Location": f"{root}{render.item_path(build.job.full_name)}{build.number}/"},
-            )
-        return not_found()
-
-
-def _delay(raw: str | None) -> float | None:
-    """`TimeDuration`: '0', '5sec', '2'."""
-    if not raw:
-        return None
-    try:
-        return float(raw.removesuffix("sec").strip())
-    except ValueError:
-        return None
 
 
 __all__ = ["JenkinsSandbox"]
