@@ -1,8 +1,11 @@
 """A plugin that behaves like a well-built vendor plugin, against an in-memory "vendor".
 
-It looks up every record by the release id before creating it (as the real plugins must),
-counts the records it really created, and can simulate a crash of the whole process right
-after a side effect (before the core commits it).
+The vendor's boundary is counted, not deduplicated: `calls` counts every hook call that
+reaches it, `created` every create it served (a create of a key that exists makes a duplicate,
+listed in `duplicates`, as a real API's POST would). The plugin looks every record up by the
+release id before creating it, as the real plugins must. The vendor can simulate a crash of
+the whole process right after the side effect of its n-th call of a kind (before the core
+commits it).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class FakeVendor:
         self.records: dict[str, Any] = {}
         self.created: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
+        self.duplicates: list[str] = []
         self.crash_at: tuple[str, int] | None = None
         self.job_results: dict[str, str] = {}
         self.signals: list[Signal] = []
@@ -56,6 +60,7 @@ class FakeVendor:
             data = json.loads(path.read_text())
             self.records, self.created = data["records"], Counter(data["created"])
             self.calls = Counter(data["calls"])
+            self.duplicates = data.get("duplicates", [])
             self.crash_at = tuple(data["crash_at"]) if data["crash_at"] else None  # type: ignore[assignment]
 
     def save(self) -> None:
@@ -66,27 +71,41 @@ class FakeVendor:
                         "records": self.records,
                         "created": self.created,
                         "calls": self.calls,
+                        "duplicates": self.duplicates,
                         "crash_at": self.crash_at,
                     }
                 )
             )
 
+    def lookup(self, kind: str, key: str) -> Any:
+        """The record `kind/key`, or None (a query at the vendor)."""
+        return self.records.get(f"{kind}/{key}")
+
+    def create(self, kind: str, key: str, value: Any) -> Any:
+        """A create at the vendor: always makes a record, a duplicate when the key exists."""
+        full = f"{kind}/{key}"
+        if full in self.records:
+            self.duplicates.append(full)
+        self.records[full] = value
+        self.created[kind] += 1
+        return value
+
     def effect(self, kind: str, key: str, value: Any = True) -> Any:
-        """Create `kind/key` unless it exists (the lookup); then maybe crash."""
+        """One hook call with a side effect, as a well-built plugin makes it: counted at the
+        boundary, then look up, create only what is missing; then maybe crash."""
         pending = self.failures.get(kind)
         if pending:
             raise pending.pop(0)
         self.calls[kind] += 1
-        full = f"{kind}/{key}"
-        if full not in self.records:
-            self.records[full] = value
-            self.created[kind] += 1
+        found = self.lookup(kind, key)
+        if found is None:
+            found = self.create(kind, key, value)
         self.save()
         if self.crash_at and self.crash_at[0] == kind and self.calls[kind] == self.crash_at[1]:
             self.crash_at = None
             self.save()
-            raise SimulatedCrash(full)
-        return self.records[full]
+            raise SimulatedCrash(f"{kind}/{key}")
+        return found
 
 
 class FakeVendorPlugin:
@@ -162,8 +181,10 @@ class FakeVendorPlugin:
         return []
 
     @hookimpl
-    def update_service_levels(self, release: Release) -> None:
+    def update_service_levels(self, release: Release) -> list[str]:
+        first = self.v.lookup("sla", release.id) is None
         self.v.effect("sla", release.id)
+        return [f"service {release.service}: version"] if first else []
 
     @hookimpl
     def release_changed(self, release: Release, event: Event) -> None:

@@ -5,11 +5,15 @@ transaction with an audit event, and makes the release due so the process reacts
 
 from __future__ import annotations
 
+import re
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+
+import sqlalchemy as sa
 
 from itsm_bridge import lifecycle
 from itsm_bridge.errors import OperationFailed, UsageError
@@ -23,6 +27,8 @@ from itsm_bridge.models import (
     TaskStatus,
 )
 from itsm_bridge.process import Process
+from itsm_bridge.steps_plan import ROLLBACK_KEY
+from itsm_bridge.steps_run import task_event
 from itsm_bridge.store import Tx
 from itsm_bridge.windows import parse_duration
 
@@ -70,14 +76,15 @@ class ReleaseCommands:
             raise UsageError(f"{release_id!r} matches several releases: {', '.join(matches)}")
         return matches[0]
 
+    def now(self) -> datetime:
+        return self.process.clock()
+
     def _event(
         self, tx: Tx, release_id: str, actor: str, kind: str, message: str, **ev: object
     ) -> None:
         tx.add_event(
             release_id,
-            Event(
-                at=self.process.clock(), actor=actor, kind=kind, message=message, evidence=dict(ev)
-            ),
+            Event(at=self.now(), actor=actor, kind=kind, message=message, evidence=dict(ev)),
         )
         self._wake(tx, release_id)
 
@@ -103,9 +110,19 @@ class ReleaseCommands:
         reason: str = "",
         actor: str = "cli",
     ) -> Release:
+        """Create a release (CLI `release create`, REST `POST /api/v1/releases`).
+
+        Refuses (`UsageError`, exit 2) an unknown service, a version that is empty, holds
+        whitespace or control characters, is longer than 64 characters or does not match
+        `policy.version_pattern`, and a second open release (any state but closed and
+        cancelled) of the same service and version, naming the existing one.
+        """
         if self.settings.services and service not in self.settings.services:
             known = ", ".join(sorted(self.settings.services))
             raise UsageError(f"--service {service!r} is not in services (configured: {known})")
+        problem = version_problem(version, self.settings.policy.version_pattern)
+        if problem:
+            raise UsageError(problem)
         try:
             release_type = ReleaseType(type)
         except ValueError:
@@ -131,46 +148,81 @@ class ReleaseCommands:
             reason=reason,
             created_at=now,
         )
-        with self.store.begin() as tx:
-            tx.insert_release(release, list(STEPS))
-            self._event(
-                tx,
-                release.id,
-                actor,
-                "created",
-                f"release {release.title} created ({release_type.value})",
-                reason=reason,
-            )
+        try:
+            with self.store.begin() as tx:
+                self._refuse_open(tx, service, version)
+                tx.insert_release(release, list(STEPS))
+                self._event(
+                    tx,
+                    release.id,
+                    actor,
+                    "created",
+                    f"release {release.title} created ({release_type.value})",
+                    reason=reason,
+                )
+        except sa.exc.IntegrityError:  # another replica created it meanwhile (unique index)
+            with self.store.begin() as tx:
+                self._refuse_open(tx, service, version)
+            raise
         return release
+
+    @staticmethod
+    def _refuse_open(tx: Tx, service: str, version: str) -> None:
+        existing = tx.open_release(service, version)
+        if existing is not None:
+            raise UsageError(
+                f"release {existing[0]} ({existing[1]}) is already open for {service} "
+                f"{version}: `itsm-bridge release show {existing[0]}`; cancel it or use "
+                "another version"
+            )
 
     # -- approve ---------------------------------------------------------------------------
     def approve(
         self, release_id: str, *, reject: bool = False, note: str = "", actor: str = "cli"
     ) -> Release:
+        """Give the manual approval decision a planned release is waiting for at step 7.
+
+        Only where an approval is awaited and no plugin owns approval; never a way to unblock
+        a release (a blocked release is resumed with `release retry`). `UsageError` otherwise.
+        """
         owners = self.process.env.implemented("approval_status")
         if owners:
             raise UsageError(f"approval is owned by {', '.join(owners)}: approve the change there")
         with self._leased(release_id) as rid, self.store.begin() as tx:
             release = self._get(tx, rid)
-            if release.state not in lifecycle.CANCELLABLE:
-                raise UsageError(f"release {rid} is {release.state.value}: nothing to approve")
+            if release.state == ReleaseState.BLOCKED:
+                raise UsageError(
+                    f"release {rid} is blocked, not waiting for approval; fix the cause, then "
+                    f"`itsm-bridge release retry {rid}` (it asks for approval again)"
+                )
+            evaluate = next(s for s in tx.steps(rid) if s.number == 7)
+            awaited = (evaluate.state.get("approval") or {}).get("status") == "pending"
+            if release.state != ReleaseState.PLANNED or evaluate.status != "waiting" or not awaited:
+                hint = (
+                    "; run `itsm-bridge sync --once` first" if evaluate.status == "pending" else ""
+                )
+                raise UsageError(
+                    f"release {rid} is {release.state.value} and step 7 (evaluate) is "
+                    f"{evaluate.status}: no approval is awaited{hint}"
+                )
             decision = Approval(
                 status="rejected" if reject else "approved",
                 by=actor,
                 comment=note,
-                at=self.process.clock(),
+                at=self.now(),
             )
             release = release.model_copy(update={"approval": decision})
-            if release.state == ReleaseState.BLOCKED and not reject:
-                release = self._unblock(tx, release, "approved")
             tx.update_release(release)
-            self._reset_step(tx, rid, 7)
+            # the waiting step 7 runs again at once (`_wake`) and reads the decision
             self._event(
                 tx,
                 rid,
                 actor,
                 "approval",
                 f"change {'rejected' if reject else 'approved'}: {note}".rstrip(": "),
+                status=decision.status,
+                by=actor,
+                comment=note,
             )
             return release
 
@@ -183,27 +235,40 @@ class ReleaseCommands:
         failed: bool = False,
         note: str = "",
         actor: str = "cli",
-    ) -> None:
-        with self._leased(release_id) as rid, self.store.begin() as tx:
-            tasks = {task.key: task for task in tx.tasks(rid)}
-            if task_key not in tasks:
-                known = ", ".join(tasks) or "none yet"
-                raise UsageError(f"release {rid} has no task {task_key!r}; tasks: {known}")
-            task = tasks[task_key]
-            if task.kind != "manual":
-                raise UsageError(f"task {task_key} is automated: its job decides when it is done")
-            if task.status in (TaskStatus.DONE, TaskStatus.FAILED):
-                raise UsageError(f"task {task_key} is already {task.status.value}")
-            status = TaskStatus.FAILED if failed else TaskStatus.DONE
-            tx.save_task(rid, task.model_copy(update={"status": status, "note": note}))
-            self._event(
-                tx,
-                rid,
-                actor,
-                "task",
-                f"task {task.name} {status.value}" + (f": {note}" if note else ""),
-                task=task_key,
-            )
+    ) -> str:
+        """Finish a manual task, then close its record at once (`task_finished`).
+
+        Returns a warning when the record could not be closed now (the next cycle closes it).
+        """
+        with self._leased(release_id) as rid:
+            with self.store.begin() as tx:
+                tasks = {task.key: task for task in tx.tasks(rid)}
+                if task_key not in tasks:
+                    known = ", ".join(tasks) or "none yet"
+                    raise UsageError(f"release {rid} has no task {task_key!r}; tasks: {known}")
+                task = tasks[task_key]
+                if task.kind != "manual":
+                    raise UsageError(
+                        f"task {task_key} is automated: its job decides when it is done"
+                    )
+                # a failed rollback is finished by hand: the one task that may be done again
+                redo = task.key == ROLLBACK_KEY and task.status == TaskStatus.FAILED
+                if task.status in (TaskStatus.DONE, TaskStatus.FAILED) and not redo:
+                    raise UsageError(f"task {task_key} is already {task.status.value}")
+                if redo:
+                    self._reset_step(tx, rid, lifecycle.ROLLBACK_STEP)
+                status = TaskStatus.FAILED if failed else TaskStatus.DONE
+                finished = task.model_copy(update={"status": status, "note": note})
+                tx.save_task(rid, finished)
+                tx.add_event(rid, task_event(finished, actor).model_copy(update={"at": self.now()}))
+                self._wake(tx, rid)
+            try:
+                self.process.report_task(rid, task_key)
+            except Exception as exc:  # the task is done; only its record waits for the cycle
+                record = finished.record
+                label = (record.number or record.id) if record else "its record"
+                return f"{label} not closed yet ({exc}); the next cycle closes it"
+        return ""
 
     # -- rollback, cancel, retry -----------------------------------------------------------
     def rollback(self, release_id: str, reason: str, actor: str = "cli") -> Release:
@@ -218,9 +283,8 @@ class ReleaseCommands:
                     else ""
                 )
                 raise UsageError(f"release {rid} is {release.state.value}: cannot roll back{hint}")
-            current_step = 18 if release.state == ReleaseState.EARLY_LIFE_SUPPORT else 13
-            release = self.process._fail(
-                tx, release, f"rollback requested: {reason}", {"by": actor}, current_step, actor
+            release = self.process.fail(
+                tx, release, f"rollback requested: {reason}", {"by": actor}, None, actor
             )
             tx.update_release(release)
             self._wake(tx, rid)
@@ -236,7 +300,7 @@ class ReleaseCommands:
                     f"release {rid} is {release.state.value}: only a release not yet deploying "
                     "can be cancelled (use `release rollback`)"
                 )
-            release = self.process._transition(tx, release, ReleaseState.CANCELLED, reason)
+            release = self.process.transition(tx, release, ReleaseState.CANCELLED, reason)
             now = self.process.clock()
             for step in tx.steps(rid):
                 if step.status not in lifecycle.FINISHED:
@@ -251,13 +315,18 @@ class ReleaseCommands:
             return release
 
     def retry(self, release_id: str, actor: str = "cli") -> Release:
-        """Once a human fixed the cause: a blocked release runs its failed steps again, and a
-        release whose rollback step failed runs the rollback again."""
+        """Once a human fixed the cause: a blocked release runs its failed steps again, a
+        release whose rollback step failed runs the rollback again, and a release whose
+        plugins could not be told (attention) is told again now."""
         with self._leased(release_id) as rid, self.store.begin() as tx:
             release = self._get(tx, rid)
             rollback_failed = any(
                 s.number == lifecycle.ROLLBACK_STEP and s.status == "failed" for s in tx.steps(rid)
             )
+            attention = tx.core_data(rid).get("attention")
+            if attention:
+                tx.set_core_data(rid, delivery_retry_at=None)
+                self._wake(tx, rid)
             if release.state == ReleaseState.BLOCKED:
                 release = self._unblock(tx, release, "retry")
                 tx.update_release(release)
@@ -265,7 +334,7 @@ class ReleaseCommands:
             elif rollback_failed:
                 self._reset_step(tx, rid, lifecycle.ROLLBACK_STEP)
                 self._event(tx, rid, actor, "retry", "the rollback will run again")
-            else:
+            elif not attention:
                 raise UsageError(
                     f"release {rid} is {release.state.value}: nothing failed that a retry redoes"
                 )
@@ -284,15 +353,15 @@ class ReleaseCommands:
                 self._reset_step(tx, release.id, step.number)
         if release.window_end and release.window_end <= self.process.clock():
             self._reset_step(tx, release.id, 5, force=True)  # the window passed: schedule again
-        return self.process._transition(tx, release, ReleaseState.PLANNED, why)
+        if release.approval is not None and release.approval.status == "rejected":
+            release = release.model_copy(update={"approval": None})  # a retry asks again
+        return self.process.transition(tx, release, ReleaseState.PLANNED, why)
 
     def _reset_step(self, tx: Tx, release_id: str, number: int, force: bool = False) -> None:
         for step in tx.steps(release_id):
             if step.number == number and (force or step.status != "done"):
                 step.status, step.detail, step.finished_at, step.attempts = "pending", "", None, 0
-                step.state = {
-                    k: v for k, v in step.state.items() if k not in ("findings", "retry_at")
-                }
+                step.state = {}  # run it afresh: findings, approval request, jobs, retries
                 tx.save_step(release_id, step)
 
 
@@ -309,3 +378,19 @@ def parse_when(text: str | None) -> datetime | None:
     if value.tzinfo is None:
         raise UsageError("--not-before needs a time zone, e.g. 2026-12-05T22:00:00+01:00")
     return value
+
+
+VERSION_MAX = 64
+
+
+def version_problem(version: str, pattern: str | None = None) -> str | None:
+    """Why `version` cannot be a release version (None when it can)."""
+    if not version:
+        return "--version must not be empty"
+    if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in version):
+        return f"--version {version!r} holds whitespace or control characters; remove them"
+    if len(version) > VERSION_MAX:
+        return f"--version is {len(version)} characters long; at most {VERSION_MAX} are allowed"
+    if pattern is not None and re.fullmatch(pattern, version) is None:
+        return f"--version {version!r} does not match policy.version_pattern {pattern!r}"
+    return None

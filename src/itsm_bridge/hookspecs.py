@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         Approval,
         BacklogItem,
         ChangeRef,
+        ConnectionCheck,
         Event,
         ExternalRecord,
         Finding,
@@ -372,11 +373,13 @@ def post_mortem(release: Release, timeline: list[Event]) -> list[ExternalRecord]
 
 
 @hookspec
-def update_service_levels(release: Release) -> None:
+def update_service_levels(release: Release) -> list[str]:
     """Update service-level records with what the release changed.
 
     :param release: the release.
-    :returns: nothing. Broadcast; a plugin with nothing to change does nothing.
+    :returns: what was written, one short line per record and fields (e.g.
+        ``"cmdb_ci_service payments-api: version"``); empty when nothing had to change, so the
+        core says "nothing to update" instead of claiming an update. Broadcast.
 
     Called at step 17.
     """
@@ -395,7 +398,38 @@ def release_changed(release: Release, event: Event) -> None:
     :param event: what happened (kind, message, evidence).
     :returns: nothing. Broadcast (e.g. move the change's state, add a work note).
 
-    Called after every step outcome and state transition has been committed.
+    Called after every step outcome and state transition has been committed, at least once
+    and in order per release (an outbox). ``event.kind`` is one of:
+
+    - ``created``: the release was created;
+    - ``state``: a release state transition; evidence ``from``, ``to``;
+    - ``step``: a step's outcome changed (evidence ``step``, ``status``); most are progress
+      chatter (running, waiting): a plugin that writes for people should note only
+      ``status`` failed;
+    - ``tasks``: the release tasks exist (step 9; evidence ``tasks``: ``[{key, name, kind,
+      group, record}]``), and again when the rollback task is added (step 14);
+    - ``task``: a task finished; evidence ``task`` (key), ``name``, ``status`` (done or
+      failed), ``note``;
+    - ``approval``: approval was requested (evidence ``status`` pending) or decided
+      (``approved`` or ``rejected``, with ``by`` and ``comment``);
+    - ``findings``: the evaluation of step 7; evidence ``findings``: ``[{severity, source,
+      message}]``;
+    - ``failure``: the release failed; evidence: the signals, the task, or who asked;
+    - ``exception``: an emergency change broke a freeze or left the windows;
+    - ``cancelled``, ``retry``: a person cancelled the release or retried it;
+    - ``sync_failed``: the core gave up telling plugins about an earlier event.
+    """
+
+
+@hookspec
+def check_connection() -> list[ConnectionCheck]:
+    """Reach the plugin's system once with the configured credentials.
+
+    :returns: one ``ConnectionCheck`` per system the plugin talks to: ``ok`` true when an
+        authenticated read succeeded; otherwise ``status`` (e.g. 401) or the network error in
+        ``detail``, never a secret. Broadcast.
+
+    Called by ``itsm-bridge check-config --connect``; never during a release.
     """
 
 

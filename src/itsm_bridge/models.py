@@ -19,6 +19,7 @@ __all__ = [
     "BacklogItem",
     "ChangeRef",
     "ConfigurationItem",
+    "ConnectionCheck",
     "Event",
     "ExternalRecord",
     "Finding",
@@ -138,6 +139,11 @@ class Release(_Model):
     scope: list[BacklogItem] = Field(default_factory=list)
     impact: Impact | None = None
     failure_reason: str = ""
+    jobs: dict[str, str] = Field(
+        default_factory=dict,
+        description="purpose -> CI/CD job, only for the purposes a plugin will run "
+        "(set by the core before the change is created; empty: every task is manual)",
+    )
 
     _check_times = field_validator(
         "not_before", "window_start", "window_end", "deploy_started_at", "created_at"
@@ -309,6 +315,17 @@ class ReleaseNotes(_Model):
     markdown: str
     html: str = ""
     items: list[BacklogItem] = Field(default_factory=list)
+
+
+class ConnectionCheck(_Model):
+    """The answer of one system to `itsm-bridge check-config --connect`."""
+
+    plugin: str
+    system: str
+    url: str
+    ok: bool
+    status: int | None = None
+    detail: str = ""
 
 
 class Event(_Model):

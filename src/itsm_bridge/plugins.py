@@ -93,6 +93,18 @@ class PluginHost:
     def plugin(self, name: str) -> object | None:
         return self.pm.get_plugin(name)
 
+    def implementers(self, hook: str, *, defaults: bool = False) -> list[str]:
+        """Names of the plugins implementing `hook` (without the defaults unless asked)."""
+        caller = getattr(self.pm.hook, hook)
+        names = [self.pm.get_name(impl.plugin) or "" for impl in caller.get_hookimpls()]
+        return [n for n in names if defaults or not n.startswith("default.")]
+
+    def call_one(self, hook: str, plugin: str, **kwargs: Any) -> list[Any]:
+        """Call a broadcast hook on one plugin only (its non-None answers, as pluggy gives)."""
+        others = [p for name, p in self.pm.list_name_plugin() if name != plugin]
+        result: list[Any] = self.pm.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
+        return result
+
 
 def build(plugin_object: object, name: str, settings: BridgeSettings) -> object:
     """Instantiate a plugin class with its validated settings; a module is used as it is."""

@@ -4,8 +4,11 @@
 committed state, calls the step's hooks outside any transaction, then commits the outcome
 (step status, release fields, records, tasks, events, state transition) in one transaction
 before the next step starts. After each commit it delivers the new events to
-`release_changed` (an outbox: a crash re-delivers, it never loses). A release is advanced
-only under its row lease, so several replicas can share one PostgreSQL database.
+`release_changed` through the outbox (`outbox.py`: a crash re-delivers, it never loses).
+
+A release is advanced only under its row lease (`leases.py`), renewed by a heartbeat while a
+plugin call runs; each commit renews it first in its own transaction and is refused when the
+lease expired or changed hands, so several replicas can share one PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -15,27 +18,40 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import requests
+import sqlalchemy as sa
 
-from itsm_bridge import lifecycle, steps_plan, steps_run
-from itsm_bridge.errors import NeedsHuman, TransientError
+from itsm_bridge import lifecycle, steps_run
+from itsm_bridge.errors import NeedsHuman, OperationFailed, TransientError
+from itsm_bridge.leases import LeaseLost, heartbeat
 from itsm_bridge.lifecycle import STEP_NAMES, check_transition
 from itsm_bridge.models import Event, Release, ReleaseState, utcnow
+from itsm_bridge.outbox import Outbox
+from itsm_bridge.outbox import retry_at as delivery_retry_at
 from itsm_bridge.outcome import Outcome, StepContext
 from itsm_bridge.plugins import PluginHost
 from itsm_bridge.settings import BridgeSettings
 from itsm_bridge.steps_plan import StepEnv
-from itsm_bridge.store import StepRow, Store
+from itsm_bridge.store import StepRow, Store, Tx
 
 log = logging.getLogger(__name__)
 
 ACTOR = "itsm-bridge"
 MAX_STEPS_PER_ADVANCE = 200
-DELIVERY_ATTEMPTS = 5
 TRANSIENT = (TransientError, requests.ConnectionError, requests.Timeout)
+HOLD_LEASES = 4  # a step may keep its lease (heartbeat) for at most this many lease periods
+
+
+@dataclass
+class CycleReport:
+    """What one pass over the due releases did: ids advanced, one line per new failure."""
+
+    advanced: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
 
 class Process:
@@ -50,6 +66,7 @@ class Process:
         clock: Callable[[], datetime] = utcnow,
         owner: str | None = None,
         lease_ttl: timedelta | None = None,
+        max_hold: timedelta | None = None,
     ) -> None:
         self.store = store
         self.host = host
@@ -57,21 +74,34 @@ class Process:
         self.clock = clock
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.env = StepEnv(host, settings)
-        self.lease_ttl = lease_ttl or timedelta(seconds=settings.server.lease_seconds)
+        if lease_ttl is None:
+            lease_ttl = timedelta(seconds=settings.server.lease_seconds)
+        if lease_ttl <= timedelta(0):
+            raise ValueError("lease_ttl must be positive")
+        self.lease_ttl = lease_ttl
+        self.max_hold = max_hold if max_hold is not None else lease_ttl * HOLD_LEASES
+        self.outbox = Outbox(store, host, clock, TRANSIENT, self._fence)
 
     # -- running ---------------------------------------------------------------------------
-    def run_due(self, limit: int = 100) -> list[str]:
-        """Advance every release whose next run is due; returns the ids advanced."""
+    def run_due(self, limit: int = 100) -> CycleReport:
+        """Advance every release whose next run is due; says what was advanced and what failed."""
         with self.store.begin() as tx:
             due = tx.due_release_ids(self.clock(), limit)
-        advanced = []
+        report = CycleReport()
         for release_id in due:
+            before = self._health(release_id)
             try:
                 if self.advance(release_id):
-                    advanced.append(release_id)
-            except Exception:
+                    report.advanced.append(release_id)
+            except sa.exc.OperationalError:
+                raise  # the database is away: the cycle stops (the CLI says so in one line)
+            except Exception as exc:
                 log.exception("release %s: unexpected error while advancing", release_id)
-        return advanced
+                first = (str(exc).splitlines() or [""])[0][:300]
+                report.failures.append(f"release {release_id}: {type(exc).__name__}: {first}")
+                continue
+            report.failures += self._new_troubles(release_id, before)
+        return report
 
     def advance(self, release_id: str) -> bool:
         """Run the release's due steps until each waits; False when another owner holds it."""
@@ -79,13 +109,9 @@ class Process:
             if not tx.lease_release(release_id, self.owner, self.lease_ttl):
                 return False
         try:
-            self.deliver_events(release_id)
+            self.outbox.deliver(release_id)
             waited: set[int] = set()
             for _ in range(MAX_STEPS_PER_ADVANCE):
-                with self.store.begin() as tx:  # renew: a long run must not lose its lease
-                    if not tx.lease_release(release_id, self.owner, self.lease_ttl):
-                        log.warning("release %s: lease taken over by another replica", release_id)
-                        return True
                 ran = self._run_next_step(release_id, waited)
                 if ran is None:
                     break
@@ -94,11 +120,30 @@ class Process:
                     waited.add(number)
                 else:
                     waited.clear()  # progress may have unblocked a step that waited
-                self.deliver_events(release_id)
+                self.outbox.deliver(release_id)
+            self._schedule_delivery(release_id)
+        except LeaseLost:
+            log.warning("release %s: lease lost to another owner; outcome discarded", release_id)
         finally:
             with self.store.begin() as tx:
                 tx.drop_release_lease(release_id, self.owner)
         return True
+
+    def _fence(self, tx: Tx, release_id: str) -> None:
+        """Renew the lease inside `tx`, or raise `LeaseLost` (and roll `tx` back)."""
+        if not tx.renew_release_lease(release_id, self.owner, self.lease_ttl):
+            raise LeaseLost(release_id)
+
+    def _schedule_delivery(self, release_id: str) -> None:
+        """A held delivery makes the release due again when it is to be retried."""
+        with self.store.begin() as tx:
+            due = delivery_retry_at(tx.core_data(release_id))
+            if due is None:
+                return
+            current = tx.next_run(release_id)
+            if current is None or due < current:
+                self._fence(tx, release_id)
+                tx.set_next_run(release_id, due)
 
     def _run_next_step(self, release_id: str, waited: set[int]) -> tuple[int, Outcome] | None:
         """Run one ready step not yet seen waiting in this pass; None when nothing is due."""
@@ -129,7 +174,8 @@ class Process:
             )
             timeline = tx.events(release_id) if step.number == 16 else []
             build_state = next((s.state for s in steps if s.number == 4), {})
-        outcome = self._call_step(ctx, timeline, build_state)
+        with heartbeat(self.store, release_id, self.owner, self.lease_ttl, self.max_hold):
+            outcome = self._call_step(ctx, timeline, build_state)
         if outcome.status == "waiting" and outcome.retry_at is None:
             outcome.retry_at = now + self.env.poll
         self._commit(ctx, outcome)
@@ -138,7 +184,7 @@ class Process:
     def _call_step(self, ctx: StepContext, timeline: list[Event], build: dict[str, Any]) -> Outcome:
         number = ctx.step.number
         try:
-            return self._dispatch(number, ctx, timeline, build)
+            return steps_run.dispatch(self.env, number, ctx, timeline, build)
         except TRANSIENT as exc:
             attempts = ctx.step.attempts + 1
             if attempts >= self.settings.policy.retry_limit:
@@ -149,7 +195,7 @@ class Process:
                 retry_at=ctx.now + delay,
                 state={"attempts": attempts},
             )
-        except NeedsHuman as exc:
+        except (NeedsHuman, OperationFailed) as exc:  # expected: the message says it all
             return self._hard_failure(ctx, str(exc))
         except Exception as exc:
             log.exception("release %s step %s failed", ctx.release.id, number)
@@ -168,39 +214,14 @@ class Process:
             )
         return Outcome("failed", detail)
 
-    def _dispatch(
-        self, number: int, ctx: StepContext, timeline: list[Event], build: dict[str, Any]
-    ) -> Outcome:
-        env = self.env
-        handlers: dict[int, Callable[[], Outcome]] = {
-            1: lambda: steps_plan.step_intake(env, ctx, "demand"),
-            2: lambda: steps_plan.step_intake(env, ctx, "problem"),
-            3: lambda: steps_plan.step_backlog(env, ctx),
-            4: lambda: steps_plan.step_build(env, ctx),
-            5: lambda: steps_plan.step_schedule(env, ctx),
-            6: lambda: steps_plan.step_change(env, ctx),
-            7: lambda: steps_plan.step_evaluate(env, ctx, build),
-            8: lambda: steps_plan.step_cmdb(env, ctx),
-            9: lambda: steps_plan.step_tasks(env, ctx),
-            10: lambda: steps_plan.step_notes(env, ctx),
-            11: lambda: steps_run.step_deploy(env, ctx),
-            12: lambda: steps_run.step_smoke_test(env, ctx),
-            13: lambda: steps_run.step_detect(env, ctx),
-            14: lambda: steps_run.step_rollback(env, ctx),
-            15: lambda: steps_run.step_notify(env, ctx),
-            16: lambda: steps_run.step_post_mortem(env, ctx, timeline),
-            17: lambda: steps_run.step_service_levels(env, ctx),
-            18: lambda: steps_run.step_early_life_support(env, ctx),
-        }
-        return handlers[number]()
-
     # -- committing ------------------------------------------------------------------------
     def _commit(self, ctx: StepContext, outcome: Outcome) -> None:
-        """Write everything the step did in one transaction."""
+        """Write everything the step did in one transaction, if this owner still holds it."""
         release_id = ctx.release.id
         step = ctx.step
         now = self.clock()
         with self.store.begin() as tx:
+            self._fence(tx, release_id)
             current = tx.release(release_id)
             if current is None or current.state != ctx.release.state:
                 return  # someone else (a CLI command) moved the release meanwhile; re-read
@@ -214,7 +235,6 @@ class Process:
             if outcome.status in ("done", "skipped", "failed"):
                 step.finished_at = now
             step.state["retry_at"] = outcome.retry_at.isoformat() if outcome.retry_at else None
-            tx.save_step(release_id, step)
             for record in outcome.records:
                 if tx.add_record(release_id, record):
                     release.records.append(record)
@@ -225,7 +245,7 @@ class Process:
             if outcome.core:
                 tx.set_core_data(release_id, **outcome.core)
             for event in outcome.events:
-                tx.add_event(release_id, event)
+                tx.add_event(release_id, event.model_copy(update={"at": now}))
             name = STEP_NAMES[step.number]
             if outcome.status != "waiting" or step.state.get("last_detail") != outcome.detail:
                 tx.add_event(
@@ -241,23 +261,24 @@ class Process:
             step.state["last_detail"] = outcome.detail
             tx.save_step(release_id, step)
             if outcome.block:
-                release = self._transition(tx, release, ReleaseState.BLOCKED, outcome.detail)
+                release = self.transition(tx, release, ReleaseState.BLOCKED, outcome.detail)
             elif outcome.fail is not None:
-                release = self._fail(tx, release, outcome.fail, outcome.fail_evidence, step.number)
+                release = self.fail(tx, release, outcome.fail, outcome.fail_evidence, step.number)
             elif outcome.transition is not None:
-                release = self._transition(tx, release, outcome.transition, outcome.detail)
+                release = self.transition(tx, release, outcome.transition, outcome.detail)
             if release.state == ReleaseState.PLANNED and self._planning_done(tx, release_id):
-                release = self._transition(tx, release, ReleaseState.SCHEDULED, "plan complete")
+                release = self.transition(tx, release, ReleaseState.SCHEDULED, "plan complete")
             tx.update_release(release)
             if outcome.status != "waiting" or outcome.retry_at is None:
                 tx.set_next_run(release_id, now)
 
     @staticmethod
-    def _planning_done(tx: Any, release_id: str) -> bool:
+    def _planning_done(tx: Tx, release_id: str) -> bool:
         statuses = {s.number: s.status for s in tx.steps(release_id)}
         return all(statuses[n] in lifecycle.FINISHED for n in lifecycle.PLANNING_STEPS)
 
-    def _transition(self, tx: Any, release: Release, target: ReleaseState, why: str) -> Release:
+    def transition(self, tx: Tx, release: Release, target: ReleaseState, why: str) -> Release:
+        """Move the release to `target` (a legal transition) with an audit event."""
         check_transition(release.state, target)
         tx.add_event(
             release.id,
@@ -271,96 +292,106 @@ class Process:
         )
         return release.model_copy(update={"state": target})
 
-    def _fail(
+    def fail(
         self,
-        tx: Any,
+        tx: Tx,
         release: Release,
         reason: str,
         evidence: dict[str, Any],
-        at_step: int,
+        at_step: int | None,
         actor: str = ACTOR,
     ) -> Release:
-        """The failure path: mark failed, skip what was left of verification, then roll back."""
+        """The failure path: mark failed, end what was left of verification, then roll back.
+
+        `at_step` is the step that failed; None when a person asked for the rollback, and the
+        verification steps not yet finished are then skipped, not failed.
+        """
         tx.add_event(
             release.id,
-            Event(
-                at=self.clock(),
-                actor=actor,
-                kind="failure",
-                message=reason,
-                evidence=evidence,
-            ),
+            Event(at=self.clock(), actor=actor, kind="failure", message=reason, evidence=evidence),
         )
         during_els = release.state == ReleaseState.EARLY_LIFE_SUPPORT
-        release = self._transition(tx, release, ReleaseState.FAILED, reason)
+        release = self.transition(tx, release, ReleaseState.FAILED, reason)
         release = release.model_copy(update={"failure_reason": reason})
         now = self.clock()
         for step in tx.steps(release.id):
             if step.number in (11, 12, 13) and step.status not in lifecycle.FINISHED:
-                failed_here = step.number == at_step or step.status in ("running", "waiting")
+                failed_here = at_step is not None and (
+                    step.number == at_step or step.status in ("running", "waiting")
+                )
                 step.status = "failed" if failed_here else "skipped"
-                step.detail = reason if failed_here else f"skipped: the release failed ({reason})"
+                step.detail = reason if failed_here else f"skipped: {_skip_reason(reason, at_step)}"
                 step.finished_at = now
             elif step.number in (14, 18) or (during_els and step.number in (15, 16, 17)):
                 step.status, step.detail, step.finished_at = "pending", "", None
                 step.state = {}
             tx.save_step(release.id, step)
-        tx.set_core_data(release.id, rollback_to=self._previous_version(tx, release))
+        tx.set_core_data(
+            release.id, rollback_to=tx.last_good_version(release.service, exclude=release.id)
+        )
         return release
 
-    def _previous_version(self, tx: Any, release: Release) -> str:
-        for other in tx.list_releases(state=ReleaseState.CLOSED.value, limit=200):
-            if (
-                other.service == release.service
-                and other.id != release.id
-                and not (other.failure_reason)
-            ):
-                return str(other.version)
-        return ""
+    # -- tasks finished outside a step (release task-done) ---------------------------------
+    def report_task(self, release_id: str, task_key: str) -> None:
+        """Tell the plugins at once that a task finished (`task_finished`), under the lease.
 
-    # -- the outbox of release_changed -----------------------------------------------------
-    def deliver_events(self, release_id: str) -> None:
-        """Tell every plugin about events not yet delivered (at least once, in order).
-
-        An event that keeps failing for reasons other than a passing fault is given up after
-        `DELIVERY_ATTEMPTS` tries, with an audit event, so one bad event cannot hold back
-        every later one.
+        The caller holds the release's lease. A plugin failure is raised after nothing was
+        marked: the step that runs the task reports it again on its next cycle.
         """
         with self.store.begin() as tx:
-            core = tx.core_data(release_id)
-            pending = tx.events_after(release_id, int(core.get("delivered_event_id", 0)))
             release = tx.release(release_id)
-        if not pending or release is None:
+            task = next((t for t in tx.tasks(release_id) if t.key == task_key), None)
+        if release is None or task is None:
             return
-        attempts = int(core.get("delivery_attempts", 0))
-        for event_id, event in pending:
-            try:
-                self.host.hook.release_changed(release=release, event=event)
-            except Exception as exc:
-                attempts += 1
-                transient = isinstance(exc, TRANSIENT)
-                if transient or attempts < DELIVERY_ATTEMPTS:
-                    log.warning(
-                        "release %s: release_changed failed, will retry: %s", release_id, exc
-                    )
-                    with self.store.begin() as tx:
-                        tx.set_core_data(release_id, delivery_attempts=attempts)
-                    return
-                with self.store.begin() as tx:
-                    tx.add_event(
-                        release_id,
-                        Event(
-                            at=self.clock(),
-                            actor=ACTOR,
-                            kind="sync_failed",
-                            message=f"gave up telling plugins about event {event_id} "
-                            f"after {attempts} attempts: {exc}",
-                            evidence={"event": event.message},
-                        ),
-                    )
-            with self.store.begin() as tx:
-                tx.set_core_data(release_id, delivered_event_id=event_id, delivery_attempts=0)
-            attempts = 0
+        number = steps_run.step_of_task(task)
+        self.host.hook.task_finished(release=release, task=task)
+        with self.store.begin() as tx:
+            for step in tx.steps(release_id):
+                if step.number == number:
+                    reported = [k for k in step.state.get("reported", []) if k != task_key]
+                    step.state["reported"] = [*reported, task_key]
+                    tx.save_step(release_id, step)
+
+    # -- what a cycle broke ----------------------------------------------------------------
+    def _health(self, release_id: str) -> tuple[str, str, str]:
+        """(state, attention, failed steps) of a release, to tell what a cycle broke."""
+        with self.store.begin() as tx:
+            release = tx.release(release_id)
+            if release is None:
+                return "", "", ""
+            failed = ",".join(str(s.number) for s in tx.steps(release_id) if s.status == "failed")
+            attention = str(tx.core_data(release_id).get("attention") or "")
+        return release.state.value, attention, failed
+
+    def _new_troubles(self, release_id: str, before: tuple[str, str, str]) -> list[str]:
+        """One line per failure a cycle caused: blocked, failed, a failed step, held delivery."""
+        state, attention, failed = self._health(release_id)
+        if (state, attention, failed) == before:
+            return []
+        with self.store.begin() as tx:
+            release = tx.release(release_id)
+            steps = {s.number: s for s in tx.steps(release_id)}
+        assert release is not None
+        lines = []
+        if state != before[0] and release.state == ReleaseState.BLOCKED:
+            blocked = [s for s in steps.values() if s.status == "failed"]
+            why = blocked[-1].detail if blocked else "a gate said no"
+            lines.append(f"release {release_id} is blocked: {why}")
+        elif state != before[0] and release.state == ReleaseState.FAILED:
+            lines.append(f"release {release_id} failed: {release.failure_reason}")
+        elif failed and failed != before[2] and release.state != ReleaseState.BLOCKED:
+            for number in set(failed.split(",")) - set(before[2].split(",")):
+                step = steps[int(number)]
+                lines.append(
+                    f"release {release_id}: step {number} {step.name} failed: {step.detail}"
+                )
+        if attention and attention != before[1]:
+            lines.append(f"release {release_id} needs attention: {attention}")
+        return lines
+
+
+def _skip_reason(reason: str, at_step: int | None) -> str:
+    return reason if at_step is None else f"the release failed ({reason})"
 
 
 def _retry_at(step: StepRow) -> datetime | None:

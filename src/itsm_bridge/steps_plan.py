@@ -11,6 +11,7 @@ from typing import Any
 
 from itsm_bridge.jobs import follow_job, job_params
 from itsm_bridge.models import (
+    Approval,
     ConfigurationItem,
     Event,
     Finding,
@@ -26,6 +27,7 @@ from itsm_bridge.plugins import PluginHost
 from itsm_bridge.settings import BridgeSettings
 from itsm_bridge.windows import Window, find_slot
 
+ACTOR = "itsm-bridge"
 DEPLOY_KEY, SMOKE_KEY, ROLLBACK_KEY = "deploy", "smoke-test", "rollback"
 HORIZON_WHEN_UNCONFIGURED = timedelta(days=3650)
 
@@ -42,9 +44,16 @@ class StepEnv:
 
     def implemented(self, hook: str, *, defaults: bool = False) -> list[str]:
         """Names of the plugins implementing `hook` (without the defaults unless asked)."""
-        caller = getattr(self.host.hook, hook)
-        names = [self.host.pm.get_name(impl.plugin) or "" for impl in caller.get_hookimpls()]
-        return [n for n in names if defaults or not n.startswith("default.")]
+        return self.host.implementers(hook, defaults=defaults)
+
+    def automated_jobs(self, service_name: str) -> dict[str, str]:
+        """Purpose -> job for the purposes a plugin will run: a job is configured for the
+        service and a plugin runs jobs. Empty when none: every task is then manual."""
+        service = self.settings.services.get(service_name)
+        if service is None or not self.implemented("start_job"):
+            return {}
+        jobs = service.jobs.model_dump()
+        return {purpose: str(job) for purpose, job in jobs.items() if job}
 
 
 def step_intake(env: StepEnv, ctx: StepContext, kind: str) -> Outcome:
@@ -53,6 +62,11 @@ def step_intake(env: StepEnv, ctx: StepContext, kind: str) -> Outcome:
     plugins = env.implemented("collect_work_items")
     if not plugins:
         return Outcome.skipped(f"no intake plugin enabled: {kind}s are not collected")
+    if not env.implemented("add_to_backlog"):
+        return Outcome.skipped(
+            f"{kind}s are collected ({', '.join(plugins)}) but no backlog plugin is enabled: "
+            "they wait in the inbox until one is"
+        )
     return Outcome.done(f"{kind}s reach the backlog through intake ({', '.join(plugins)})")
 
 
@@ -151,7 +165,7 @@ def step_schedule(env: StepEnv, ctx: StepContext) -> Outcome:
         broken = ", ".join(f.name for f in slot.broken_freezes) or "none"
         events.append(
             Event(
-                actor="itsm-bridge",
+                actor=ACTOR,
                 kind="exception",
                 message=f"emergency change exception: freezes broken: {broken}; outside window: "
                 f"{'yes' if slot.outside_window else 'no'}; reason: {release.reason}",
@@ -188,26 +202,32 @@ def step_notes(env: StepEnv, ctx: StepContext) -> Outcome:
 
 
 def step_change(env: StepEnv, ctx: StepContext) -> Outcome:
-    """Step 6: the change record in the ITSM system of record."""
+    """Step 6: the change record in the ITSM system of record.
+
+    The release first learns which of its jobs a plugin will run (`Release.jobs`), so that the
+    change's plans name a job only where one will run.
+    """
+    release = ctx.release.model_copy(update={"jobs": env.automated_jobs(ctx.release.service)})
     notes = ReleaseNotes(**ctx.core["notes"]) if ctx.core.get("notes") else None
-    change = env.host.hook.create_change(release=ctx.release, notes=notes)
+    change = env.host.hook.create_change(release=release, notes=notes)
     if change is None:
-        return Outcome.skipped("no ITSM plugin enabled: the change is tracked in the bridge only")
+        return Outcome.skipped(
+            "no ITSM plugin enabled: the change is tracked in the bridge only", release=release
+        )
     label = change.number or change.id
-    return Outcome.done(f"change {label}", records=[change])
+    return Outcome.done(f"change {label}", records=[change], release=release)
 
 
 def implicit_tasks(env: StepEnv, ctx: StepContext) -> list[TaskSpec]:
     """Deploy and smoke test: automated when a job is configured and a plugin runs jobs."""
-    service = env.settings.services.get(ctx.release.service)
-    runs_jobs = bool(env.implemented("start_job"))
+    jobs = env.automated_jobs(ctx.release.service)
     specs = []
     for key, name, purpose, order in (
         (DEPLOY_KEY, "Deploy", "deploy", 100),
         (SMOKE_KEY, "Smoke test", "smoke_test", 200),
     ):
-        job = getattr(service.jobs, purpose) if service else None
-        automated = bool(job and runs_jobs)
+        job = jobs.get(purpose)
+        automated = job is not None
         specs.append(
             TaskSpec(
                 key=key,
@@ -239,7 +259,25 @@ def step_tasks(env: StepEnv, ctx: StepContext) -> Outcome:
         f"{len(tasks)} task(s), {manual} manual; {len(records)} record(s) created",
         records=records,
         new_tasks=tasks,
+        events=[tasks_event(tasks, f"{len(tasks)} release task(s) planned")],
     )
+
+
+def tasks_event(tasks: list[Task], message: str) -> Event:
+    """The `tasks` event: the release's tasks and their records, for plugins to link once."""
+    listed = [
+        {
+            "key": task.key,
+            "name": task.name,
+            "kind": task.kind,
+            "group": task.group,
+            "record": task.record.model_dump(mode="json", exclude_none=True)
+            if task.record
+            else None,
+        }
+        for task in tasks
+    ]
+    return Event(actor=ACTOR, kind="tasks", message=message, evidence={"tasks": listed})
 
 
 def core_findings(env: StepEnv, ctx: StepContext, build_state: dict[str, Any]) -> list[Finding]:
@@ -279,26 +317,82 @@ def core_findings(env: StepEnv, ctx: StepContext, build_state: dict[str, Any]) -
 
 
 def step_evaluate(env: StepEnv, ctx: StepContext, build_state: dict[str, Any]) -> Outcome:
-    """Step 7: compliance findings (any blocker blocks), then the approval gate."""
+    """Step 7: compliance findings (any blocker blocks), then the approval gate.
+
+    Events: `findings` once per evaluation (when there are any); `approval` pending when the
+    findings allow it, which is the request: plugins ask for approval on it (e.g. the change
+    moves to Assess), and the decision is read only on the next pass, once they were told
+    (after a rejection and `release retry`, so the old decision is not read back); `approval`
+    again when it is decided.
+    """
     findings = ctx.step.state.get("findings")
+    events: list[Event] = []
     if findings is None:
         found = core_findings(env, ctx, build_state)
         for result in env.host.hook.evaluate_change(release=ctx.release):
             found += result
         findings = [f.model_dump(mode="json") for f in found]
+        if found:
+            events.append(findings_event(found))
         blockers = [f for f in found if f.severity == "blocker"]
         if blockers:
             return Outcome.blocked(
                 "; ".join(f"{f.source}: {f.message}" for f in blockers),
                 state={"findings": findings},
+                events=events,
             )
-    approval = env.host.hook.approval_status(release=ctx.release)
+    if not ctx.step.state.get("approval_requested"):
+        return Outcome.progress(
+            "approval requested",
+            state={"findings": findings, "approval_requested": True},
+            events=[*events, approval_event(Approval(status="pending"))],
+        )
+    approval: Approval = env.host.hook.approval_status(release=ctx.release)
     state = {"findings": findings, "approval": approval.model_dump(mode="json")}
+    # `release approve` recorded a manual decision with its own event already
+    decided = approval_event(approval) if approval != ctx.release.approval else None
     if approval.status == "approved":
         by = f" by {approval.by}" if approval.by else ""
-        return Outcome.done(f"{len(findings)} finding(s), no blocker; approved{by}", state=state)
-    if approval.status == "rejected":
-        return Outcome.blocked(
-            f"change rejected by {approval.by or 'the approver'}: {approval.comment}", state=state
+        return Outcome.done(
+            f"{len(findings)} finding(s), no blocker; approved{by}",
+            state=state,
+            events=[*events, decided] if decided else events,
         )
-    return Outcome.waiting("waiting for approval of the change", state=state)
+    if approval.status == "rejected":
+        comment = f": {approval.comment}" if approval.comment else ""
+        return Outcome.blocked(
+            f"change rejected by {approval.by or 'the approver'}{comment}",
+            state=state,
+            events=[*events, decided] if decided else events,
+        )
+    return Outcome.waiting("waiting for approval of the change", state=state, events=events)
+
+
+def findings_event(found: list[Finding]) -> Event:
+    blockers = sum(1 for f in found if f.severity == "blocker")
+    lines = "; ".join(f"{f.severity}: {f.source}: {f.message}" for f in found)
+    return Event(
+        actor=ACTOR,
+        kind="findings",
+        message=f"{len(found)} finding(s), {blockers} blocker(s): {lines}",
+        evidence={
+            "findings": [
+                {"severity": f.severity, "source": f.source, "message": f.message} for f in found
+            ]
+        },
+    )
+
+
+def approval_event(approval: Approval) -> Event:
+    if approval.status == "pending":
+        message = "approval of the change requested"
+    else:
+        by = f" by {approval.by}" if approval.by else ""
+        comment = f": {approval.comment}" if approval.comment else ""
+        message = f"change {approval.status}{by}{comment}"
+    return Event(
+        actor=approval.by or ACTOR,
+        kind="approval",
+        message=message,
+        evidence={"status": approval.status, "by": approval.by, "comment": approval.comment},
+    )

@@ -7,22 +7,81 @@ progress is committed before the next side effect.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from itsm_bridge import steps_plan
 from itsm_bridge.jobs import follow_job, job_params
-from itsm_bridge.models import JobRef, JobState, ReleaseState, Signal, Task, TaskStatus
+from itsm_bridge.models import (
+    Event,
+    JobRef,
+    JobState,
+    ReleaseState,
+    Signal,
+    Task,
+    TaskSpec,
+    TaskStatus,
+)
 from itsm_bridge.outcome import Outcome, StepContext
-from itsm_bridge.steps_plan import ROLLBACK_KEY, StepEnv
+from itsm_bridge.steps_plan import ACTOR, ROLLBACK_KEY, StepEnv, tasks_event
 
 SMOKE_ORDER = 200
 
 
+def dispatch(
+    env: StepEnv, number: int, ctx: StepContext, timeline: list[Event], build: dict[str, Any]
+) -> Outcome:
+    """Run the handler of step `number` once."""
+    handlers: dict[int, Callable[[], Outcome]] = {
+        1: lambda: steps_plan.step_intake(env, ctx, "demand"),
+        2: lambda: steps_plan.step_intake(env, ctx, "problem"),
+        3: lambda: steps_plan.step_backlog(env, ctx),
+        4: lambda: steps_plan.step_build(env, ctx),
+        5: lambda: steps_plan.step_schedule(env, ctx),
+        6: lambda: steps_plan.step_change(env, ctx),
+        7: lambda: steps_plan.step_evaluate(env, ctx, build),
+        8: lambda: steps_plan.step_cmdb(env, ctx),
+        9: lambda: steps_plan.step_tasks(env, ctx),
+        10: lambda: steps_plan.step_notes(env, ctx),
+        11: lambda: step_deploy(env, ctx),
+        12: lambda: step_smoke_test(env, ctx),
+        13: lambda: step_detect(env, ctx),
+        14: lambda: step_rollback(env, ctx),
+        15: lambda: step_notify(env, ctx),
+        16: lambda: step_post_mortem(env, ctx, timeline),
+        17: lambda: step_service_levels(env, ctx),
+        18: lambda: step_early_life_support(env, ctx),
+    }
+    return handlers[number]()
+
+
+def step_of_task(task: Task) -> int:
+    """The step that runs a task: 14 the rollback, 11 before the smoke test, 12 from it on."""
+    if task.key == ROLLBACK_KEY:
+        return 14
+    return 11 if task.order < SMOKE_ORDER else 12
+
+
+def task_event(task: Task, actor: str = ACTOR) -> Event:
+    """The `task` event: a task finished (done or failed), with its note."""
+    note = f": {task.note}" if task.note else ""
+    return Event(
+        actor=actor,
+        kind="task",
+        message=f"task {task.name} {task.status.value}{note}",
+        evidence={
+            "task": task.key,
+            "name": task.name,
+            "status": task.status.value,
+            "note": task.note,
+        },
+    )
+
+
 def tasks_of_step(ctx: StepContext) -> list[Task]:
     """Step 11 runs every task before the smoke test; step 12 the smoke test and after."""
-    if ctx.step.number == 11:
-        return [t for t in ctx.tasks if t.order < SMOKE_ORDER and t.key != ROLLBACK_KEY]
-    return [t for t in ctx.tasks if t.order >= SMOKE_ORDER and t.key != ROLLBACK_KEY]
+    return [t for t in ctx.tasks if step_of_task(t) == ctx.step.number]
 
 
 def run_tasks(env: StepEnv, ctx: StepContext, tasks: list[Task]) -> Outcome:
@@ -55,6 +114,9 @@ def wait_for_manual_task(env: StepEnv, ctx: StepContext, task: Task) -> Outcome:
             return Outcome.progress(
                 f"task {task.name} {updated.status.value} (from {task.record.system})",
                 task_updates=[(updated, None)],
+                events=[task_event(updated, actor=task.record.system)]
+                if updated.status in (TaskStatus.DONE, TaskStatus.FAILED)
+                else [],
             )
     group = f" ({task.group})" if task.group else ""
     where = f" or close {task.record.number or task.record.id}" if task.record else ""
@@ -102,7 +164,9 @@ def run_automated_task(env: StepEnv, ctx: StepContext, task: Task, job: JobRef |
     finished = task.model_copy(
         update={"status": TaskStatus.DONE if ok else TaskStatus.FAILED, "note": note}
     )
-    return Outcome.progress(f"task {task.name}: {note}", task_updates=[(finished, ref)])
+    return Outcome.progress(
+        f"task {task.name}: {note}", task_updates=[(finished, ref)], events=[task_event(finished)]
+    )
 
 
 def step_deploy(env: StepEnv, ctx: StepContext) -> Outcome:
@@ -186,15 +250,16 @@ def step_rollback(env: StepEnv, ctx: StepContext) -> Outcome:
     if release.state not in (ReleaseState.FAILED, ReleaseState.ROLLING_BACK):
         return Outcome.skipped("the release did not fail")
     if release.state == ReleaseState.FAILED:
-        rollback = [t for t in ctx.tasks if t.key == ROLLBACK_KEY]
-        return Outcome.progress(
-            f"rolling back: {release.failure_reason}",
-            transition=ReleaseState.ROLLING_BACK,
-            new_tasks=[] if rollback else [rollback_task(env, ctx)],
-        )
+        return start_rollback(env, ctx)
     task = next(t for t in ctx.tasks if t.key == ROLLBACK_KEY)
     if task.status != TaskStatus.DONE or task.key not in ctx.step.state.get("reported", []):
         outcome = run_tasks(env, ctx, [task])
+        if outcome.fail and task.kind == "manual":  # a person says the rollback failed
+            return Outcome(
+                "failed",
+                f"the rollback failed ({task.note or 'no note'}): roll back by hand, then: "
+                f"itsm-bridge release task-done {release.id} {ROLLBACK_KEY}",
+            )
         if outcome.fail:  # a failed rollback job leaves the rollback to a person
             manual = task.model_copy(update={"kind": "manual", "status": TaskStatus.PENDING})
             return Outcome.progress(
@@ -214,17 +279,36 @@ def step_rollback(env: StepEnv, ctx: StepContext) -> Outcome:
     )
 
 
+def start_rollback(env: StepEnv, ctx: StepContext) -> Outcome:
+    """The rollback task, with its record where tasks are assigned (`create_tasks`)."""
+    release = ctx.release
+    existing = next((t for t in ctx.tasks if t.key == ROLLBACK_KEY), None)
+    task = existing or rollback_task(env, ctx)
+    records = []
+    if task.record is None:
+        spec = TaskSpec(**task.model_dump(include=set(TaskSpec.model_fields)))
+        created = env.host.hook.create_tasks(release=release, tasks=[spec]) or []
+        records = [r for r in created if r.key == ROLLBACK_KEY]
+        task = task.model_copy(update={"record": records[0] if records else None})
+    return Outcome.progress(
+        f"rolling back: {release.failure_reason}",
+        transition=ReleaseState.ROLLING_BACK,
+        new_tasks=[] if existing else [task],
+        task_updates=[(task, None)] if existing else [],
+        records=records,
+        events=[tasks_event([task], "rollback task added")],
+    )
+
+
 def rollback_task(env: StepEnv, ctx: StepContext) -> Task:
-    service = env.settings.services.get(ctx.release.service)
-    job = service.jobs.rollback if service else None
-    automated = bool(job and env.implemented("start_job"))
+    job = env.automated_jobs(ctx.release.service).get("rollback")
     return Task(
         key=ROLLBACK_KEY,
         name="Roll back",
-        kind="automated" if automated else "manual",
+        kind="automated" if job else "manual",
         order=900,
         purpose="rollback",
-        job=job if automated else None,
+        job=job,
     )
 
 
@@ -253,15 +337,18 @@ def step_post_mortem(env: StepEnv, ctx: StepContext, timeline: list[Any]) -> Out
 
 
 def step_service_levels(env: StepEnv, ctx: StepContext) -> Outcome:
-    """Step 17: update service levels with what the release changed."""
-    env.host.hook.update_service_levels(release=ctx.release)
+    """Step 17: update service levels with what the release changed; say what was written."""
     plugins = env.implemented("update_service_levels")
-    detail = (
-        f"service levels updated ({', '.join(plugins)})"
-        if plugins
-        else ("no service-level plugin enabled: nothing to update")
-    )
-    return Outcome.done(detail)
+    if not plugins:
+        return Outcome.done("no service-level plugin enabled: nothing to update")
+    written = [
+        line
+        for result in env.host.hook.update_service_levels(release=ctx.release)
+        for line in result or []
+    ]
+    if not written:
+        return Outcome.done(f"service levels already current ({', '.join(plugins)})")
+    return Outcome.done(f"service levels updated: {'; '.join(written)}")
 
 
 def step_early_life_support(env: StepEnv, ctx: StepContext) -> Outcome:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from itsm_bridge.store import StepRow, Tx
 
 EVENTS_SHOWN = 500
+EVALUATE_STEP = 7
 
 
 def release_json(tx: Tx, release_id: str) -> dict[str, Any]:
@@ -39,7 +40,15 @@ def release_json(tx: Tx, release_id: str) -> dict[str, Any]:
         },
     )
     data["duration_minutes"] = int(release.duration.total_seconds() // 60)
-    data["steps"] = [step.as_dict() for step in tx.steps(release_id)]
+    core = tx.core_data(release_id)
+    data["attention"] = core.get("attention") or None
+    steps = tx.steps(release_id)
+    data["steps"] = [step.as_dict() for step in steps]
+    evaluation = next((s.state for s in steps if s.number == EVALUATE_STEP), {})
+    data["findings"] = [
+        {key: finding.get(key) for key in ("severity", "source", "message")}
+        for finding in evaluation.get("findings") or []
+    ]
     data["tasks"] = [
         {
             "key": task.key,
@@ -76,6 +85,8 @@ def render_show(data: dict[str, Any]) -> str:
     ]
     if data.get("failure_reason"):
         lines.append(f"failure: {data['failure_reason']}")
+    if data.get("attention"):
+        lines.append(f"needs attention: {data['attention']}")
     lines += [
         "",
         f"{'#':>2}  {'step':<19} {'status':<8} {'started':<16}  {'finished':<16}  outcome",
@@ -85,6 +96,10 @@ def render_show(data: dict[str, Any]) -> str:
             f"{step['number']:>2}  {step['name']:<19} {step['status']:<8} "
             f"{_time(step['started_at']):<16}  {_time(step['finished_at']):<16}  {step['detail']}"
         )
+    if data["findings"]:
+        lines += ["", "findings:"]
+        for finding in data["findings"]:
+            lines.append(f"  {finding['severity']:<8} {finding['source']}: {finding['message']}")
     if data["tasks"]:
         lines += ["", "tasks:"]
         for task in data["tasks"]:
@@ -138,7 +153,9 @@ STEP_CALLS: dict[int, list[tuple[str, str]]] = {
     ],
     13: [("detect_failure", "release={id}, since=<deployment start>")],
     14: [
+        ("create_tasks", "release={id}, tasks=[rollback]"),
         ("start_job", "release={id}, purpose='rollback', params={params}"),
+        ("task_finished", "release={id}, task=rollback"),
         ("return_to_backlog", "release={id}, items, reason"),
     ],
     15: [("notify_stakeholders", "release={id}, subject, message")],

@@ -8,74 +8,14 @@ from typing import Any
 
 import pytest
 
-from fake_vendor import FakeVendor, FakeVendorPlugin
-from itsm_bridge.commands import ReleaseCommands
+from fake_vendor import FakeVendorPlugin
+from itsm_bridge import steps_run
 from itsm_bridge.errors import TransientError
-from itsm_bridge.models import Release, Signal
-from itsm_bridge.plugins import load_plugins
-from itsm_bridge.process import Process
-from itsm_bridge.settings import settings_from_mapping
-from itsm_bridge.store import open_store
-
-JOBS = {"build": "b", "deploy": "d", "smoke_test": "s", "rollback": "r"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 28, 10, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class Harness:
-    def __init__(
-        self,
-        tmp_path: Path,
-        service: dict[str, Any] | None = None,
-        database: str | None = None,
-        **config: Any,
-    ):
-        self.clock = Clock()
-        self.vendor = FakeVendor()
-        self.settings = settings_from_mapping(
-            {
-                "database": database or f"sqlite:///{tmp_path}/bridge.db",
-                "data_dir": str(tmp_path),
-                "services": {"payments": service or {"jobs": JOBS}},
-                "policy": {"verify_minutes": 30, "poll_seconds": 30, **config.pop("policy", {})},
-                **config,
-            }
-        )
-        self.store = open_store(self.settings.database)
-        host = load_plugins(self.settings)
-        host.register(FakeVendorPlugin(self.vendor), "fake", version="0", module="fake_vendor")
-        self.process = Process(self.store, host, self.settings, clock=self.clock)
-        self.commands = ReleaseCommands(self.process)
-
-    def create(self, **kw: Any) -> str:
-        return self.commands.create("payments", kw.pop("version", "1.0.0"), **kw).id
-
-    def run(self, rid: str, minutes: float = 0.5, cycles: int = 1) -> Release:
-        """Advance `cycles` times, moving the clock `minutes` before each cycle."""
-        for _ in range(cycles):
-            self.clock.now += timedelta(minutes=minutes)
-            self.process.advance(rid)
-        return self.release(rid)
-
-    def release(self, rid: str) -> Release:
-        with self.store.begin() as tx:
-            release = tx.release(rid)
-        assert release is not None
-        return release
-
-    def steps(self, rid: str) -> dict[str, tuple[str, str]]:
-        with self.store.begin() as tx:
-            return {s.name: (s.status, s.detail) for s in tx.steps(rid)}
-
-    def events(self, rid: str, kind: str | None = None) -> list[str]:
-        with self.store.begin() as tx:
-            return [e.message for e in tx.events(rid) if kind is None or e.kind == kind]
+from itsm_bridge.hookspecs import hookimpl
+from itsm_bridge.models import Event, Release, Signal
+from itsm_bridge.outcome import StepContext
+from itsm_bridge.views import release_json
+from process_harness import JOBS, Harness
 
 
 def test_automated_release_with_jobs_and_records(tmp_path: Path) -> None:
@@ -342,27 +282,6 @@ def test_signals_below_the_failure_severity_do_not_fail(tmp_path: Path) -> None:
     assert h.run(rid).failure_reason == "servicenow: P1 incident"
 
 
-def test_an_event_that_always_fails_is_given_up_after_attempts(tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    rid = h.create()
-    h.vendor.failures["work_note"] = [RuntimeError("bug in a plugin")] * 5
-    h.run(rid, cycles=6)
-    gave_up = h.events(rid, "sync_failed")
-    assert len(gave_up) == 1
-    assert "after 5 attempts" in gave_up[0]
-    # every later event was delivered
-    assert h.vendor.changes_seen[-1] == h.events(rid)[-1]
-
-
-def test_transient_delivery_failures_are_retried_without_limit(tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    rid = h.create()
-    h.vendor.failures["work_note"] = [TransientError("503")] * 8
-    h.run(rid, cycles=10)
-    assert h.events(rid, "sync_failed") == []
-    assert h.vendor.changes_seen == h.events(rid)[: len(h.vendor.changes_seen)]
-
-
 def test_a_failing_rollback_waits_for_a_human_then_retry_finishes_it(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.vendor.job_results["smoke_test"] = "failed"
@@ -407,3 +326,199 @@ def test_a_release_leased_by_another_replica_is_left_alone(tmp_path: Path) -> No
         tx.drop_release_lease(rid, "other-replica")
     assert h.process.advance(rid) is True
     assert h.steps(rid)["change"][0] == "done"
+
+
+class NoJobsPlugin(FakeVendorPlugin):
+    """The fake vendor without a CI/CD system: every task is manual."""
+
+    start_job = None  # type: ignore[assignment]
+    job_status = None  # type: ignore[assignment]
+
+
+def kinds(h: Harness, rid: str, kind: str) -> list[dict[str, Any]]:
+    with h.store.begin() as tx:
+        return [e.evidence for e in tx.events(rid) if e.kind == kind]
+
+
+def test_the_events_plugins_write_for_people(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.vendor.approval = "pending"
+    rid = h.create(type="emergency", reason="card payments fail")
+    h.run(rid, cycles=3)
+    h.run(rid, cycles=2)  # still waiting: the approval request is not repeated
+    assert kinds(h, rid, "approval") == [{"status": "pending", "by": "", "comment": ""}]
+    (findings,) = kinds(h, rid, "findings")
+    assert findings == {
+        "findings": [
+            {
+                "severity": "warning",
+                "source": "policy",
+                "message": "emergency change: card payments fail",
+            }
+        ]
+    }
+    (planned,) = kinds(h, rid, "tasks")
+    assert [(t["key"], t["kind"], t["record"]["id"]) for t in planned["tasks"]] == [
+        ("deploy", "automated", "TASK-deploy"),
+        ("smoke-test", "automated", "TASK-smoke-test"),
+    ]
+    h.vendor.approval = "approved"
+    h.run(rid, minutes=31, cycles=8)
+    assert [a["status"] for a in kinds(h, rid, "approval")] == ["pending", "approved"]
+    assert [(t["task"], t["status"]) for t in kinds(h, rid, "task")] == [
+        ("deploy", "done"),
+        ("smoke-test", "done"),
+    ]
+    assert h.release(rid).state.value == "closed"
+    with h.store.begin() as tx:
+        shown = release_json(tx, rid)["findings"]
+    assert shown == findings["findings"]
+
+
+def test_jobs_are_named_only_where_a_plugin_runs_them(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    rid = h.create()
+    h.run(rid, cycles=3)
+    assert h.release(rid).jobs == JOBS
+    manual = Harness(tmp_path / "manual")
+    manual.process.host.pm.unregister(name="fake")
+    manual.process.host.register(NoJobsPlugin(manual.vendor), "fake", version="0", module="t")
+    mid = manual.create()
+    manual.run(mid, cycles=3)
+    assert manual.release(mid).jobs == {}
+
+
+def test_the_rollback_task_gets_its_record_and_is_closed(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.vendor.job_results["smoke_test"] = "failed"
+    rid = h.create()
+    release = h.run(rid, cycles=12)
+    assert release.state.value == "closed"
+    assert "task/" + f"{rid}:rollback" in h.vendor.records  # created through create_tasks
+    assert h.vendor.calls["task_closed"] == 3  # deploy, smoke test and the rollback
+    with h.store.begin() as tx:
+        rollback = next(t for t in tx.tasks(rid) if t.key == "rollback")
+    assert rollback.record is not None and rollback.record.id == "TASK-rollback"
+    added = kinds(h, rid, "tasks")[-1]["tasks"]
+    assert [t["key"] for t in added] == ["rollback"]
+
+
+def test_task_done_closes_the_task_record_at_once(tmp_path: Path) -> None:
+    h = Harness(tmp_path, service={"jobs": {"rollback": "r"}})  # deploy and smoke are manual
+    h.process.host.pm.unregister(name="fake")
+    h.process.host.register(NoJobsPlugin(h.vendor), "fake", version="0", module="t")
+    rid = h.create()
+    h.run(rid, cycles=4)
+    assert h.release(rid).state.value == "implementing"
+    assert h.vendor.calls["task_closed"] == 0
+    assert h.commands.task_done(rid, "deploy", note="rolled out by hand") == ""
+    assert h.vendor.calls["task_closed"] == 1  # no cycle ran
+    h.run(rid, cycles=2)
+    assert h.vendor.calls["task_closed"] == 1  # and the cycle does not report it again
+    (done,) = kinds(h, rid, "task")
+    assert done == {
+        "task": "deploy",
+        "name": "Deploy",
+        "status": "done",
+        "note": "rolled out by hand",
+    }
+
+
+def test_a_person_s_rollback_skips_the_watch_instead_of_failing_it(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    rid = h.create()
+    assert h.run(rid, cycles=6).state.value == "verifying"
+    h.commands.rollback(rid, "error rate above 5%")
+    steps = h.steps(rid)
+    assert steps["detect"] == ("skipped", "skipped: rollback requested: error rate above 5%")
+
+
+def test_service_levels_say_only_what_was_written(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    rid = h.create()
+    h.run(rid, minutes=31, cycles=8)
+    assert h.steps(rid)["service_levels"] == (
+        "done",
+        "service levels updated: service payments: version",
+    )
+    with h.store.begin() as tx:
+        step = next(s for s in tx.steps(rid) if s.number == 17)
+        step.status = "pending"
+        tx.save_step(rid, step)
+    with h.store.begin() as tx:
+        release = tx.release(rid)
+        assert release is not None
+        ctx = StepContext(release=release, step=step, tasks=[], core={}, now=h.clock.now)
+    again = steps_run.step_service_levels(h.process.env, ctx)
+    assert again.detail == "service levels already current (fake)"
+
+
+def test_a_cycle_reports_each_release_it_blocked(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.vendor.approval = "rejected"
+    rid = h.create()
+    failures = []
+    for _ in range(4):
+        h.clock.now += timedelta(minutes=1)
+        failures += h.process.run_due().failures
+    assert h.release(rid).state.value == "blocked"
+    assert failures == [f"release {rid} is blocked: change rejected by cab"]  # once
+
+
+def test_a_rollback_a_person_reports_failed_waits_for_them_without_looping(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path, service={"jobs": {"rollback": "r"}})
+    h.process.host.pm.unregister(name="fake")
+    h.process.host.register(NoJobsPlugin(h.vendor), "fake", version="0", module="t")
+    rid = h.create()
+    h.run(rid, cycles=4)
+    h.commands.task_done(rid, "deploy")
+    h.run(rid)
+    h.commands.task_done(rid, "smoke-test", failed=True, note="HTTP 500")
+    assert h.run(rid).state.value == "rolling_back"
+    h.commands.task_done(rid, "rollback", failed=True, note="database restore failed")
+    closes = h.vendor.calls["task_closed"]
+    release = h.run(rid, cycles=3)
+    assert release.state.value == "rolling_back"
+    status, detail = h.steps(rid)["rollback"]
+    assert status == "failed"
+    assert detail == (
+        "the rollback failed (database restore failed): roll back by hand, then: "
+        f"itsm-bridge release task-done {rid} rollback"
+    )
+    assert h.vendor.calls["task_closed"] <= closes + 1  # reported once, not in a loop
+    h.commands.task_done(rid, "rollback", note="restored from last night's backup")
+    assert h.run(rid, cycles=3).state.value == "closed"
+    assert h.steps(rid)["rollback"][0] == "done"
+
+
+class OrderWatcher:
+    """Records, in order, the approval requests plugins hear and the approval reads."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @hookimpl
+    def release_changed(self, release: Release, event: Event) -> None:
+        if event.kind == "approval":
+            self.seen.append(f"told: {event.evidence['status']}")
+
+    @hookimpl
+    def approval_status(self, release: Release) -> None:
+        self.seen.append("read")
+
+
+def test_approval_is_requested_before_it_is_read_also_after_a_retry(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    watcher = OrderWatcher()
+    h.process.host.register(watcher, "watcher", version="0", module="t")
+    h.vendor.approval = "rejected"
+    rid = h.create()
+    assert h.run(rid, cycles=4).state.value == "blocked"
+    assert watcher.seen == ["told: pending", "read", "told: rejected"]
+    watcher.seen.clear()
+    h.vendor.approval = "approved"  # the approvers approve what is asked again
+    h.commands.retry(rid)
+    h.run(rid, cycles=2)
+    assert watcher.seen[:3] == ["told: pending", "read", "told: approved"]

@@ -200,20 +200,18 @@ def test_due_releases_and_summaries(store: Store) -> None:
     with store.begin() as tx:
         for n in range(3):
             tx.insert_release(
-                release(f"rel-{n}", created_at=now + timedelta(minutes=n)), list(STEPS)
+                release(f"rel-{n}", version=f"1.{n}", created_at=now + timedelta(minutes=n)),
+                list(STEPS),
             )
         tx.set_next_run("rel-0", now - timedelta(minutes=1))
         tx.set_next_run("rel-1", now + timedelta(minutes=1))
         tx.set_next_run("rel-2", None)
         assert tx.due_release_ids(now) == ["rel-0"]
         assert [r["id"] for r in tx.release_summaries()] == ["rel-2", "rel-1", "rel-0"]
-        updated = release("rel-1", state=ReleaseState.CANCELLED)
+        updated = release("rel-1", version="1.1", state=ReleaseState.CANCELLED)
         tx.update_release(updated)
         assert [r["id"] for r in tx.release_summaries(state="cancelled")] == ["rel-1"]
-        assert (
-            tx.find_release_id("rel-") == ["rel-0", "rel-1", "rel-2"]
-            or len(tx.find_release_id("rel-")) == 3
-        )
+        assert tx.find_release_id("rel-") == ["rel-0", "rel-1", "rel-2"]  # sorted by id
 
 
 def test_inserted_tasks_keep_their_records(store: Store) -> None:
@@ -226,3 +224,58 @@ def test_inserted_tasks_keep_their_records(store: Store) -> None:
         (task,) = tx.tasks("rel-1")
     assert task.record == record
     assert task.note == "n"
+
+
+def test_the_rollback_target_is_the_last_good_version_of_the_same_service(store: Store) -> None:
+    base = datetime(2026, 11, 1, tzinfo=UTC)
+    rows = [  # id, service, version, state, deployed (days after base), failure
+        ("rel-a", "payments", "1.0", ReleaseState.CLOSED, 1, ""),
+        ("rel-b", "payments", "1.1", ReleaseState.CLOSED, 2, ""),
+        ("rel-c", "payments", "1.2", ReleaseState.CLOSED, 3, "smoke test failed"),
+        ("rel-d", "ledger", "9.0", ReleaseState.CLOSED, 4, ""),
+        ("rel-e", "payments", "1.3", ReleaseState.CANCELLED, None, ""),
+        ("rel-f", "payments", "1.4", ReleaseState.FAILED, 5, "alert"),
+    ]
+    with store.begin() as tx:
+        for rid, service, version, state, day, failure in rows:
+            deployed = base + timedelta(days=day) if day is not None else None
+            tx.insert_release(
+                release(
+                    rid,
+                    service=service,
+                    version=version,
+                    state=state,
+                    deploy_started_at=deployed,
+                    failure_reason=failure,
+                ),
+                list(STEPS),
+            )
+    with store.begin() as tx:
+        assert tx.last_good_version("payments", exclude="rel-f") == "1.1"
+        assert tx.last_good_version("payments", exclude="rel-b") == "1.0"
+        assert tx.last_good_version("ledger", exclude="rel-x") == "9.0"
+        assert tx.last_good_version("billing", exclude="rel-x") == ""
+        tx.insert_release(
+            release(
+                "rel-h",
+                service="payments",
+                version="1.5",
+                state=ReleaseState.EARLY_LIFE_SUPPORT,
+                deploy_started_at=base + timedelta(days=6),
+            ),
+            list(STEPS),
+        )
+        assert tx.last_good_version("payments", exclude="rel-f") == "1.5"
+
+
+def test_one_open_release_per_service_and_version(store: Store) -> None:
+    with store.begin() as tx:
+        tx.insert_release(release("rel-1", state=ReleaseState.CLOSED), list(STEPS))
+        tx.insert_release(release("rel-2", state=ReleaseState.CANCELLED), list(STEPS))
+        tx.insert_release(release("rel-3"), list(STEPS))  # closed and cancelled do not count
+        tx.insert_release(release("rel-4", version="1.1"), list(STEPS))
+    with pytest.raises(sa.exc.IntegrityError), store.begin() as tx:
+        tx.insert_release(release("rel-5", state=ReleaseState.BLOCKED), list(STEPS))
+    with store.begin() as tx:
+        assert tx.open_release("payments", "1.0") == ("rel-3", "planned")
+        assert tx.release("rel-5") is None

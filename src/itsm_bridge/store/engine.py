@@ -1,4 +1,10 @@
-"""Opening the database: SQLite (WAL) or PostgreSQL, and its schema migrations."""
+"""Opening the database: SQLite (WAL) or PostgreSQL, and its schema migrations.
+
+A database that cannot be opened or created is an `OperationFailed` whose message is one line:
+where (the SQLite file's absolute path, or the URL with its password masked), the reason and
+the fix. A relative SQLite path (`sqlite:///var/bridge.db`) is relative to the working
+directory of the process.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from itsm_bridge.errors import ConfigError
+from itsm_bridge.errors import ConfigError, OperationFailed
 from itsm_bridge.store import schema as t
 from itsm_bridge.store.repository import Tx
 
@@ -26,7 +32,12 @@ def _engine(url: str) -> Engine:
         ) from exc
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            directory = Path(parsed.database.removeprefix("file:")).parent  # URI filenames too
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                reason = f"cannot create the directory {directory.absolute()}: {exc.strerror}"
+                raise OperationFailed(cannot_open(url, reason)) from exc
         engine = sa.create_engine(url, connect_args={"timeout": 30})
 
         # The recipe from SQLAlchemy's SQLite notes: stop pysqlite from deferring BEGIN, and
@@ -48,7 +59,51 @@ def _engine(url: str) -> Engine:
         return engine
     if parsed.get_backend_name() != "postgresql":
         raise ConfigError("database: only sqlite and postgresql+psycopg URLs are supported")
-    return sa.create_engine(url, pool_pre_ping=True)
+    try:
+        return sa.create_engine(url, pool_pre_ping=True)
+    except ImportError as exc:
+        raise OperationFailed(
+            cannot_open(url, f"its driver is not installed ({exc.name or exc})")
+            + " (pip install 'psycopg[binary]')"
+        ) from None
+
+
+def database_location(url: str) -> str:
+    """Where a database URL points: a SQLite file's absolute path, else the URL, no password."""
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        return "<unparseable database URL>"
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(str(parsed.database).removeprefix("file:"))  # also a URI filename
+        relative = "" if path.is_absolute() else " (relative to the working directory)"
+        return f"{path.absolute()}{relative}"
+    return parsed.render_as_string(hide_password=True)
+
+
+def database_reason(exc: BaseException, url: str | None = None) -> str:
+    """The driver's own reason for a database error: its first line, never the password."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    password = None
+    if url:
+        try:
+            password = make_url(url).password
+        except sa.exc.ArgumentError:
+            password = None
+    return text.replace(str(password), "***") if password else text
+
+
+def cannot_open(url: str, reason: str, verb: str = "open") -> str:
+    """The one-line message for a database that cannot be opened (or written), with the fix."""
+    if make_url(url).get_backend_name() == "sqlite":
+        fix = (
+            "check that the directory exists and this user may write there, or set `database` "
+            "in the configuration"
+        )
+    else:
+        fix = "check that the server runs and the URL, user and password are right"
+    return f"cannot {verb} database {database_location(url)}: {reason}; {fix}"
 
 
 def _alembic_config(connection: Connection) -> Any:
@@ -104,10 +159,30 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    def check_writable(self, marker: str, value: str) -> None:
+        """One small write (the cursor `marker`); `OperationFailed` (where, why, the fix) when
+        the database refuses it, e.g. a read-only file."""
+        try:
+            with self.begin() as tx:
+                tx.set_cursor(marker, value)
+        except sa.exc.SQLAlchemyError as exc:
+            reason = database_reason(exc, self.url)
+            raise OperationFailed(cannot_open(self.url, reason, verb="write to")) from exc
+
 
 def open_store(url: str, *, upgrade: bool = True) -> Store:
-    """Open the database and bring its schema up to date."""
+    """Open the database and bring its schema up to date.
+
+    Raises `OperationFailed` (one line: where, why, the fix) when it cannot be opened, created
+    or migrated, and `ConfigError` when the URL is not a supported database URL.
+    """
     store = Store(url)
-    if upgrade:
-        store.upgrade()
+    try:
+        with store.engine.connect():
+            pass
+        if upgrade:
+            store.upgrade()
+    except sa.exc.SQLAlchemyError as exc:
+        store.close()
+        raise OperationFailed(cannot_open(url, database_reason(exc, url))) from exc
     return store

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,9 +17,19 @@ class QueueRows:
 
     conn: Connection
 
+    def db_now(self) -> datetime:
+        """Now by the database's clock (PostgreSQL), so that every replica reads one clock.
+
+        SQLite is embedded: its clock is this host's, which every process on it shares.
+        """
+        if self.conn.dialect.name == "postgresql":
+            value = self.conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+            return value.astimezone(UTC)
+        return utcnow()
+
     def take_lease(self, name: str, owner: str, ttl: timedelta) -> bool:
         """A named lease (the pollers' leader lock); False when another owner holds it."""
-        now = utcnow()
+        now = self.db_now()
         c = t.leases.c
         updated = self.conn.execute(
             t.leases.update()

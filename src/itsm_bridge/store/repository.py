@@ -34,7 +34,7 @@ from itsm_bridge.store.queues import QueueRows
 log = logging.getLogger(__name__)
 
 # Keys of `releases.data` that are fields of the Release model (the rest is core-only state).
-MODEL_DATA_KEYS = ("approval", "scope", "impact", "failure_reason")
+MODEL_DATA_KEYS = ("approval", "scope", "impact", "failure_reason", "jobs")
 
 
 @dataclass
@@ -114,7 +114,10 @@ class Tx(QueueRows):
             return list(exact)
         return list(
             self.conn.execute(
-                sa.select(t.releases.c.id).where(t.releases.c.id.startswith(prefix)).limit(5)
+                sa.select(t.releases.c.id)
+                .where(t.releases.c.id.startswith(prefix))
+                .order_by(t.releases.c.id)
+                .limit(5)
             ).scalars()
         )
 
@@ -168,11 +171,60 @@ class Tx(QueueRows):
             t.releases.update().where(t.releases.c.id == release_id).values(data=data)
         )
 
+    def open_release(self, service: str, version: str) -> tuple[str, str] | None:
+        """(id, state) of a release of `service` and `version` not closed nor cancelled."""
+        c = t.releases.c
+        row = self.conn.execute(
+            sa.select(c.id, c.state)
+            .where(
+                c.service == service,
+                c.version == version,
+                c.state.not_in([ReleaseState.CLOSED.value, ReleaseState.CANCELLED.value]),
+            )
+            .order_by(c.created_at)
+            .limit(1)
+        ).first()
+        return (str(row.id), str(row.state)) if row is not None else None
+
     # -- scheduling and leases -----------------------------------------------------------
     def set_next_run(self, release_id: str, at: datetime | None) -> None:
         self.conn.execute(
             t.releases.update().where(t.releases.c.id == release_id).values(next_run_at=at)
         )
+
+    def next_run(self, release_id: str) -> datetime | None:
+        value: datetime | None = self.conn.execute(
+            sa.select(t.releases.c.next_run_at).where(t.releases.c.id == release_id)
+        ).scalar_one_or_none()
+        return value
+
+    def last_good_version(self, service: str, exclude: str) -> str:
+        """The version of the newest release of `service` that deployed and did not fail.
+
+        Its rollback target: succeeded, in early life support, or closed without a failure,
+        newest deployment first (one indexed query for that service, not a scan).
+        """
+        c = t.releases.c
+        failure = c.data["failure_reason"].as_string()
+        version = self.conn.execute(
+            sa.select(c.version)
+            .where(
+                c.service == service,
+                c.id != exclude,
+                c.state.in_(
+                    [
+                        ReleaseState.SUCCEEDED.value,
+                        ReleaseState.EARLY_LIFE_SUPPORT.value,
+                        ReleaseState.CLOSED.value,
+                    ]
+                ),
+                c.deploy_started_at.is_not(None),
+                sa.or_(failure.is_(None), failure == ""),
+            )
+            .order_by(c.deploy_started_at.desc(), c.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        return str(version or "")
 
     def due_release_ids(self, now: datetime, limit: int = 100) -> list[str]:
         query = (
@@ -184,8 +236,11 @@ class Tx(QueueRows):
         return list(self.conn.execute(query).scalars())
 
     def lease_release(self, release_id: str, owner: str, ttl: timedelta) -> bool:
-        """Take (or renew) the row lease of a release; False when another owner holds it."""
-        now = utcnow()
+        """Take (or renew) the row lease of a release; False when another owner holds it.
+
+        Times are the database's clock (`db_now`), so replicas with skewed clocks agree.
+        """
+        now = self.db_now()
         c = t.releases.c
         result = self.conn.execute(
             t.releases.update()
@@ -194,6 +249,22 @@ class Tx(QueueRows):
                 sa.or_(c.lease_owner.is_(None), c.lease_owner == owner, c.lease_expires_at < now),
             )
             .values(lease_owner=owner, lease_expires_at=now + ttl)
+        )
+        return result.rowcount == 1
+
+    def renew_release_lease(self, release_id: str, owner: str, ttl: timedelta) -> bool:
+        """Extend a lease this owner still holds; False once it expired or changed hands.
+
+        Unlike `lease_release` it never takes an expired lease back: whoever lost a lease must
+        not write again (another replica may have advanced the release meanwhile). Run in the
+        transaction that commits a step, it is the fence that refuses a late commit.
+        """
+        now = self.db_now()
+        c = t.releases.c
+        result = self.conn.execute(
+            t.releases.update()
+            .where(c.id == release_id, c.lease_owner == owner, c.lease_expires_at > now)
+            .values(lease_expires_at=now + ttl)
         )
         return result.rowcount == 1
 
@@ -434,4 +505,5 @@ def _release_from_row(row: Any, records: list[ExternalRecord]) -> Release:
         scope=[BacklogItem(**item) for item in data.get("scope") or []],
         impact=Impact(**data["impact"]) if data.get("impact") else None,
         failure_reason=data.get("failure_reason") or "",
+        jobs=data.get("jobs") or {},
     )

@@ -14,7 +14,8 @@ from sqlalchemy.engine import Dialect
 metadata = sa.MetaData()
 
 # The newest Alembic revision: when the database is at it, opening the store skips Alembic.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
+OPEN_RELEASE = sa.text("state NOT IN ('closed', 'cancelled')")
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -64,6 +65,15 @@ releases = sa.Table(
     sa.Index("ix_releases_state", "state"),
     sa.Index("ix_releases_next_run_at", "next_run_at"),
     sa.Index("ix_releases_service_version", "service", "version"),
+    # one open release per service and version (migration 0002)
+    sa.Index(
+        "uq_releases_open_version",
+        "service",
+        "version",
+        unique=True,
+        sqlite_where=OPEN_RELEASE,
+        postgresql_where=OPEN_RELEASE,
+    ),
 )
 
 steps = sa.Table(

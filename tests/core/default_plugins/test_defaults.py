@@ -6,8 +6,11 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jinja2
 import pytest
+from jinja2.sandbox import SecurityError
 
+from itsm_bridge.default_plugins import notes as notes_plugin
 from itsm_bridge.models import Approval, BacklogItem, Event, Impact, Release, ReleaseState
 from itsm_bridge.plugins import PluginHost, load_plugins
 from itsm_bridge.settings import settings_from_mapping
@@ -119,10 +122,20 @@ def test_hook_render_release_notes(host: PluginHost) -> None:
     assert "No backlog items" in empty.markdown
 
 
-def test_release_notes_template_is_sandboxed(host: PluginHost) -> None:
+def test_release_notes_data_is_never_evaluated(host: PluginHost) -> None:
     hostile = BacklogItem(system="jira", key="PAY-3", summary="{{ ''.__class__.__mro__ }}")
     notes = host.hook.render_release_notes(release=release(), items=[hostile])
-    assert "{{ ''.__class__.__mro__ }}" in notes.markdown  # data is never evaluated
+    assert "{{ ''.__class__.__mro__ }}" in notes.markdown
+
+
+@pytest.mark.parametrize("env", [notes_plugin._markdown_env, notes_plugin._html_env])
+def test_release_notes_templates_run_in_a_sandbox(env: jinja2.Environment) -> None:
+    """A template reaching for Python internals renders in a plain Jinja environment and is
+    refused by the notes' environments."""
+    escape = "{{ ''.__class__.__mro__[1].__subclasses__() | length }}"
+    assert int(jinja2.Environment().from_string(escape).render()) > 0  # what it would reach
+    with pytest.raises(SecurityError):
+        env.from_string(escape).render()
 
 
 def test_hook_notify_stakeholders(host: PluginHost, caplog: pytest.LogCaptureFixture) -> None:
