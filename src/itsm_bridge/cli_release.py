@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
     from itsm_bridge.models import Release
     from itsm_bridge.plugins import PluginHost
     from itsm_bridge.process import Process
+
+
+SYNC_CURSOR = "sync.started_at"
 
 
 @dataclass
@@ -132,8 +136,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_task_done(args: argparse.Namespace) -> int:
     rt = runtime(args)
-    rt.commands.task_done(args.id, args.task, failed=args.failed, note=args.note or "")
+    warning = rt.commands.task_done(args.id, args.task, failed=args.failed, note=args.note or "")
     print(f"task {args.task} {'failed' if args.failed else 'done'}")
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -185,19 +191,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from itsm_bridge.intake import run_intake
 
     rt = runtime(args)
+    # A first write: an unwritable database stops here, as one line, before the cycle starts;
+    # it also records when the last cycle started.
+    rt.store.check_writable(SYNC_CURSOR, rt.process.clock().isoformat())
     intake = run_intake(rt.store, rt.host)
-    advanced = rt.process.run_due()
-    print(f"intake: {intake.created} new backlog item(s); advanced {len(advanced)} release(s)")
-    failed = [r for r in advanced if _is_blocked(rt, r)]
-    for release_id in failed:
-        print(f"release {release_id} is blocked: `itsm-bridge release show {release_id}`")
-    return 0
-
-
-def _is_blocked(rt: Runtime, release_id: str) -> bool:
-    with rt.store.begin() as tx:
-        release = tx.release(release_id)
-    return release is not None and release.state.value == "blocked"
+    cycle = rt.process.run_due()
+    print(
+        f"intake: {intake.created} new backlog item(s); advanced {len(cycle.advanced)} release(s)"
+    )
+    failures = intake.errors + cycle.failures
+    for line in failures:
+        print(line, file=sys.stderr)
+    return 1 if failures else 0
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -212,62 +217,95 @@ def register(sub: argparse._SubParsersAction) -> None:
     rsub = release.add_subparsers(dest="release_command", required=True)
 
     create = rsub.add_parser("create", help="create a release; prints its id")
-    create.add_argument("--service", required=True)
-    create.add_argument("--version", required=True)
-    create.add_argument("--name")
-    create.add_argument("--type", default="normal", choices=["normal", "standard", "emergency"])
-    create.add_argument("--major", action="store_true")
-    create.add_argument("--not-before", help="ISO 8601 with a zone")
+    create.add_argument("--service", required=True, help="a service of `services` in the config")
+    create.add_argument(
+        "--version",
+        required=True,
+        help="at most 64 characters, no whitespace; must match policy.version_pattern if set",
+    )
+    create.add_argument("--name", help="a short title (default: none)")
+    create.add_argument(
+        "--type",
+        default="normal",
+        choices=["normal", "standard", "emergency"],
+        help="the change type (default: normal)",
+    )
+    create.add_argument("--major", action="store_true", help="early life support after release")
+    create.add_argument(
+        "--not-before", metavar="ISO8601", help="earliest start, with a zone: 2026-12-05T22:00Z"
+    )
     create.add_argument("--duration", help="e.g. 2h, 90m (default: policy.default_duration)")
-    create.add_argument("--reason", help="required for emergency releases")
-    create.add_argument("--json", action="store_true")
+    create.add_argument("--reason", help="why; required for emergency releases")
+    create.add_argument("--json", action="store_true", help="print the release as JSON")
     create.set_defaults(func=cmd_create)
 
     listing = rsub.add_parser("list", help="list releases, newest first")
-    listing.add_argument("--state", choices=[s.value for s in TRANSITIONS])
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument(
+        "--state", choices=[s.value for s in TRANSITIONS], help="only releases in this state"
+    )
+    listing.add_argument("--json", action="store_true", help="print the list as JSON")
     listing.set_defaults(func=cmd_list)
 
     for name, func, text in (
         ("show", cmd_show, "steps, tasks, external records and timeline"),
         ("plan", cmd_plan, "dry run: every hook call the next steps would make"),
-        ("retry", cmd_retry, "run a blocked release's failed steps again"),
+        (
+            "retry",
+            cmd_retry,
+            "run a blocked release's failed steps again once the cause is fixed (a rejected "
+            "change asks for approval again), or a failed rollback",
+        ),
     ):
         parser = rsub.add_parser(name, help=text)
-        parser.add_argument("id")
+        parser.add_argument("id", help="release id, or an unambiguous prefix")
         if name == "show":
-            parser.add_argument("--json", action="store_true")
+            parser.add_argument("--json", action="store_true", help="print the release as JSON")
         parser.set_defaults(func=func)
 
     done = rsub.add_parser("task-done", help="finish a manual task")
-    done.add_argument("id")
-    done.add_argument("task")
-    done.add_argument("--failed", action="store_true")
-    done.add_argument("--note")
+    done.add_argument("id", help="release id, or an unambiguous prefix")
+    done.add_argument("task", help="the task key, as `release show` lists it")
+    done.add_argument("--failed", action="store_true", help="the task failed")
+    done.add_argument("--note", help="what was done, for the record")
     done.set_defaults(func=cmd_task_done)
 
-    approve = rsub.add_parser("approve", help="manual approval, when no plugin owns approval")
-    approve.add_argument("id")
-    approve.add_argument("--reject", action="store_true")
-    approve.add_argument("--note")
+    approve = rsub.add_parser(
+        "approve",
+        help="decide the approval a planned release waits for at step 7, when no plugin owns "
+        "approval (a blocked release is resumed with `release retry`)",
+    )
+    approve.add_argument("id", help="release id, or an unambiguous prefix")
+    approve.add_argument("--reject", action="store_true", help="reject: the release is blocked")
+    approve.add_argument("--note", help="the approver's comment")
     approve.set_defaults(func=cmd_approve)
 
-    for name, func in (("rollback", cmd_rollback), ("cancel", cmd_cancel)):
-        parser = rsub.add_parser(name)
-        parser.add_argument("id")
-        parser.add_argument("--reason", required=True)
+    for name, func, text in (
+        ("rollback", cmd_rollback, "roll a deployed release back"),
+        ("cancel", cmd_cancel, "cancel a release that has not started deploying"),
+    ):
+        parser = rsub.add_parser(name, help=text)
+        parser.add_argument("id", help="release id, or an unambiguous prefix")
+        parser.add_argument("--reason", required=True, help="why, for the record")
         parser.set_defaults(func=func)
 
     notes = rsub.add_parser("notes", help="print the release notes")
-    notes.add_argument("id")
-    notes.add_argument("--format", choices=["md", "html"], default="md")
+    notes.add_argument("id", help="release id, or an unambiguous prefix")
+    notes.add_argument(
+        "--format", choices=["md", "html"], default="md", help="Markdown or HTML (default: md)"
+    )
     notes.set_defaults(func=cmd_notes)
 
-    sync = sub.add_parser("sync", help="one cycle of every poller and due step")
-    sync.add_argument("--once", action="store_true", required=True)
+    sync = sub.add_parser(
+        "sync",
+        help="one cycle of intake and every due step, then exit; 1 when anything failed (one "
+        "line per failure on stderr)",
+    )
+    sync.add_argument("--once", action="store_true", required=True, help="one cycle (required)")
     sync.set_defaults(func=cmd_sync)
 
     db = sub.add_parser("db", help="database maintenance")
     dsub = db.add_subparsers(dest="db_command", required=True)
-    upgrade = dsub.add_parser("upgrade", help="apply pending schema migrations")
+    upgrade = dsub.add_parser(
+        "upgrade", help="apply pending schema migrations (commands that write apply them too)"
+    )
     upgrade.set_defaults(func=cmd_db_upgrade)

@@ -10,6 +10,7 @@ validates its own section (`plugins.<name>`) with its own model when it is enabl
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -150,7 +151,7 @@ class WindowsSettings(StrictModel):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"{value!r} is not an IANA time zone, e.g. Europe/Berlin") from exc
+            raise ValueError("not an IANA time zone, e.g. Europe/Berlin") from exc
         return value
 
     @model_validator(mode="after")
@@ -182,8 +183,27 @@ class PolicySettings(StrictModel):
     retry_limit: int = Field(default=8, ge=1)
     poll_seconds: int = Field(default=30, ge=0)
     failure_severity: Literal["critical", "warning", "info"] = "warning"
+    version_pattern: str | None = Field(
+        default=None,
+        description="a regular expression every release version must match as a whole",
+    )
 
     _check_duration = field_validator("default_duration")(_duration)
+
+    @field_validator("version_pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        """Compile the pattern once so a bad one fails at load time, naming the key."""
+        if value is None:
+            return None
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(
+                f"not a valid regular expression ({exc.msg} at position {exc.pos}), "
+                r'e.g. "\d+\.\d+\.\d+"'
+            ) from None
+        return value
 
 
 class BridgeSettings(BaseSettings):
@@ -251,9 +271,14 @@ def resolve_references(value: Any, path: str = "") -> Any:
 
 
 def format_validation_error(error: ValidationError, prefix: str = "") -> str:
-    """One line per problem, naming the key path and the fix, never the offending value."""
+    """One line per problem, naming the key path and the fix, never the offending value.
+
+    Pydantic's messages leave the input out; a validator's own message may quote it (an
+    RRULE, a duration), so every string of the input that appears in the message is masked:
+    the value may have come from a secret reference.
+    """
     lines = []
-    for item in error.errors(include_input=False, include_url=False):
+    for item in error.errors(include_url=False):
         loc = ".".join(str(part) for part in item["loc"] if part != "__root__")
         key = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "<root>")
         if item["type"] == "extra_forbidden":
@@ -261,8 +286,33 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> str:
         elif item["type"] == "missing":
             lines.append(f"{key}: required key is missing; add it")
         else:
-            lines.append(f"{key}: {item['msg']}")
+            lines.append(f"{key}: {_mask(item['msg'], item.get('input'))}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+MASK_MIN_LENGTH = 6  # shorter strings are not secrets, and masking them would garble words
+
+
+def _mask(message: str, value: Any) -> str:
+    """`message` with every string of `value` (a leaf, or inside a mapping), and each part of
+    it between `;`, `=`, `,`, `:` or spaces (an RRULE error quotes one part), replaced by ***."""
+    strings: list[str] = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, str):
+            parts = [node, *re.split(r"[;=,:\s]+", node)]
+            strings.extend(part for part in parts if len(part) >= MASK_MIN_LENGTH)
+        elif isinstance(node, Mapping):
+            for child in node.values():
+                collect(child)
+        elif isinstance(node, list | tuple):
+            for child in node:
+                collect(child)
+
+    collect(value)
+    for text in sorted(strings, key=len, reverse=True):
+        message = re.sub(re.escape(text), "***", message, flags=re.IGNORECASE)
+    return message
 
 
 def config_path(explicit: str | os.PathLike[str] | None) -> Path:
@@ -281,8 +331,9 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> BridgeSettings:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
-            f"cannot read configuration file {file}: {exc.strerror}; pass -c FILE or set "
-            "ITSM_BRIDGE_CONFIG (config/itsm-bridge.example.yaml shows every key)"
+            f"cannot read configuration file {file}: {exc.strerror}; copy "
+            "config/itsm-bridge.example.yaml (every key, commented) to that path, or pass "
+            "-c FILE or set ITSM_BRIDGE_CONFIG"
         ) from exc
     try:
         raw = yaml.safe_load(text) or {}

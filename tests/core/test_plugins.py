@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -37,12 +38,18 @@ def aproval_status(release):
 """
 
 
+BROKEN = """
+raise ImportError("needs libfoo")
+"""
+
+
 @pytest.fixture
 def installed_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Install two third-party distributions the way pip would: a module and a dist-info."""
+    """Install three third-party distributions the way pip would: a module and a dist-info."""
     for dist, module, source, target in [
         ("acme_approvals", "acme_approvals", THIRD_PARTY, "acme_approvals:AcmeApprovals"),
         ("typo_plugin", "typo_plugin", MISSPELLED, "typo_plugin"),
+        ("broken_plugin", "broken_plugin", BROKEN, "broken_plugin"),
     ]:
         (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
         info = tmp_path / f"{dist}-1.2.3.dist-info"
@@ -53,7 +60,7 @@ def installed_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
-    for name in ("acme_approvals", "typo_plugin"):
+    for name in ("acme_approvals", "typo_plugin", "broken_plugin"):
         sys.modules.pop(name, None)
 
 
@@ -122,3 +129,44 @@ def test_tracing_writes_hook_calls(
     with caplog.at_level("DEBUG", logger="itsm_bridge.plugins"):
         host.hook.approval_status(release=Release(id="r1", service="s", version="1"))
     assert "approval_status" in caplog.text
+
+
+def test_unknown_key_in_a_plugin_section_names_it() -> None:
+    section = {"url": "https://acme.service-now.com", "user": "u", "password": "p"}
+    for extra, where in (
+        ({"bogus": 1}, "plugins.servicenow.bogus"),
+        ({"intake": {"bogus": 1}}, "plugins.servicenow.intake.bogus"),
+    ):
+        settings = settings_from_mapping(
+            {"plugins": {"enabled": ["servicenow"], "servicenow": {**section, **extra}}}
+        )
+        with pytest.raises(ConfigError) as err:
+            load_plugins(settings)
+        assert f"{where}: unknown key" in str(err.value)
+    load_plugins(  # the same section without the stray key is valid
+        settings_from_mapping({"plugins": {"enabled": ["servicenow"], "servicenow": section}})
+    )
+
+
+def test_listing_without_configuration_shows_every_installed_plugin(
+    installed_plugins: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from itsm_bridge.cli import main
+
+    monkeypatch.chdir(installed_plugins)  # no configuration file here
+    assert main(["plugins", "--json"]) == 0
+    listing = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    assert listing["acme"]["hooks"] == ["approval_status"]  # read from the class, not built
+    assert listing["acme"]["version"] == "1.2.3"
+    assert listing["acme"]["enabled"] is None
+    assert listing["broken"]["hooks"] == []
+    assert "needs libfoo" in listing["broken"]["error"]
+    assert {n for n in listing if n.startswith("default.")} == {
+        "default." + m.rsplit(".", 1)[-1] for m in DEFAULT_PLUGINS
+    }
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "acme 1.2.3 (plugin, installed, acme_approvals:AcmeApprovals)" in out
+    assert "cannot be loaded: ImportError: needs libfoo" in out

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +146,9 @@ def test_rollback_ends_rolled_back_then_closed(
     assert steps["rollback"]["status"] == "done"
     assert all(steps[n]["status"] == "done" for n in ("notify", "post_mortem", "service_levels"))
     assert steps["early_life_support"]["status"] == "skipped"
-    assert steps["detect"]["status"] == "failed"
+    # a person asked for the rollback: the watch that was running is skipped, not failed
+    assert steps["detect"]["status"] == "skipped"
+    assert steps["detect"]["detail"] == "skipped: rollback requested: error rate above 5%"
     states = [e["message"].split(":")[0] for e in data["events"] if e["kind"] == "state"]
     assert states[-4:] == [
         "verifying -> failed",
@@ -174,17 +179,58 @@ def test_cancel_before_deployment(bridge: Bridge) -> None:
     assert bridge.show(rid)["state"] == "cancelled"
 
 
-def test_rejection_blocks_and_approval_unblocks(bridge: Bridge) -> None:
+def test_rejection_blocks_and_retry_asks_again(bridge: Bridge) -> None:
     rid = bridge.ok("release", "create", "--service", "payments", "--version", "1.0.0").strip()
     bridge.ok("sync", "--once")
     bridge.ok("release", "approve", rid, "--reject", "--note", "no back-out test")
-    bridge.ok("sync", "--once")
+    code, _ = bridge("sync", "--once")
+    assert code == 1  # cron notices the blocked release
+    lines = bridge.last_err.splitlines()
+    assert len(lines) == 1, bridge.last_err
+    assert rid in lines[0] and "blocked" in lines[0] and "no back-out test" in lines[0]
     data = bridge.show(rid)
     assert data["state"] == "blocked"
     assert "no back-out test" in {s["name"]: s for s in data["steps"]}["evaluate"]["detail"]
+
+    # approving is never a way to unblock: it points to `release retry`
+    code, _ = bridge("release", "approve", rid)
+    assert code == 2
+    assert f"release retry {rid}" in bridge.last_err
+    assert bridge.show(rid)["state"] == "blocked"
+
+    # the retry asks for approval again instead of reading the old rejection
+    bridge.ok("release", "retry", rid)
+    bridge.ok("sync", "--once")
+    data = bridge.show(rid)
+    assert data["state"] == "planned"
+    assert {s["name"]: s for s in data["steps"]}["evaluate"]["status"] == "waiting"
+    bridge.ok("release", "approve", rid, "--note", "back-out tested")
+    bridge.ok("sync", "--once")
+    assert bridge.show(rid)["state"] == "implementing"
+
+
+def test_approve_only_where_an_approval_is_awaited(bridge: Bridge) -> None:
+    rid = bridge.ok("release", "create", "--service", "payments", "--version", "1.0.0").strip()
+    code, _ = bridge("release", "approve", rid)  # step 7 has not asked yet
+    assert code == 2
+    assert "no approval is awaited" in bridge.last_err
+    assert "sync --once" in bridge.last_err
+    bridge.ok("sync", "--once")
     bridge.ok("release", "approve", rid)
     bridge.ok("sync", "--once")
     assert bridge.show(rid)["state"] == "implementing"
+    code, _ = bridge("release", "approve", rid)  # decided and deploying: nothing awaited
+    assert code == 2
+    assert "implementing" in bridge.last_err
+
+    standard = bridge.ok(
+        "release", "create", "--service", "payments", "--version", "1.0.1", "--type", "standard"
+    ).strip()
+    bridge.ok("sync", "--once")
+    assert bridge.steps(standard)["evaluate"] == "done"  # pre-approved
+    code, _ = bridge("release", "approve", standard, "--reject")
+    assert code == 2
+    assert bridge.steps(standard)["evaluate"] == "done"
 
 
 FREEZE_WINDOWS = {
@@ -322,3 +368,122 @@ def test_db_upgrade_and_wal(bridge: Bridge, tmp_path: Path) -> None:
 
     mode = sqlite3.connect(tmp_path / "bridge.db").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+def test_approve_refused_while_step_7_waits_for_something_else(
+    bridge: Bridge, tmp_path: Path
+) -> None:
+    from itsm_bridge.store import open_store
+
+    rid = bridge.ok("release", "create", "--service", "payments", "--version", "1.0.0").strip()
+    bridge.ok("sync", "--once")
+    store = open_store(f"sqlite:///{tmp_path}/bridge.db")
+    with store.begin() as tx:  # step 7 waits to retry a transient failure, nothing asked yet
+        (step,) = [s for s in tx.steps(rid) if s.number == 7]
+        assert step.status == "waiting"
+        step.state = {"retry_at": None, "last_detail": "transient failure (attempt 1)"}
+        tx.save_step(rid, step)
+    store.close()
+    code, _ = bridge("release", "approve", rid)
+    assert code == 2
+    assert "no approval is awaited" in bridge.last_err
+
+
+@pytest.mark.parametrize(
+    "version",
+    ["", "1.0 beta", "1.0\t", "\u00a01.0", "1.0\x07", "1.0\u200b", "1.0\n", "v" * 65],
+    ids=["empty", "space", "tab", "nbsp", "bell", "zero-width", "newline", "65-chars"],
+)
+def test_bad_versions_are_refused(bridge: Bridge, version: str) -> None:
+    code, _ = bridge("release", "create", "--service", "payments", "--version", version)
+    assert code == 2
+    assert "--version" in bridge.last_err
+    assert json.loads(bridge.ok("release", "list", "--json")) == []
+
+
+def test_version_of_64_characters_is_accepted(bridge: Bridge) -> None:
+    rid = bridge.ok("release", "create", "--service", "payments", "--version", "v" * 64).strip()
+    assert bridge.show(rid)["version"] == "v" * 64
+
+
+def test_version_pattern_must_match_the_whole_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = {"verify_minutes": 0, "version_pattern": r"\d+\.\d+\.\d+"}
+    bridge = Bridge(tmp_path, capsys, policy=policy)
+    for version in ("1.2", "1.2.3-rc1", "x1.2.3"):
+        code, _ = bridge("release", "create", "--service", "payments", "--version", version)
+        assert code == 2, version
+        assert "policy.version_pattern" in bridge.last_err
+    bridge.ok("release", "create", "--service", "payments", "--version", "1.2.3")
+    assert len(json.loads(bridge.ok("release", "list", "--json"))) == 1
+
+
+def test_second_open_release_of_a_version_is_refused(bridge: Bridge) -> None:
+    first = bridge.ok("release", "create", "--service", "payments", "--version", "1.0.0").strip()
+    code, _ = bridge("release", "create", "--service", "payments", "--version", "1.0.0")
+    assert code == 2
+    assert first in bridge.last_err
+    bridge.ok("sync", "--once")
+    bridge.ok("release", "approve", first, "--reject")
+    code, _ = bridge("sync", "--once")
+    assert bridge.show(first)["state"] == "blocked"  # blocked is still open
+    code, _ = bridge("release", "create", "--service", "payments", "--version", "1.0.0")
+    assert code == 2
+    assert first in bridge.last_err
+    bridge.ok("release", "create", "--service", "payments", "--version", "1.0.1")
+    bridge.ok("release", "cancel", first, "--reason", "superseded")
+    second = bridge.ok("release", "create", "--service", "payments", "--version", "1.0.0")
+    assert second.strip() != first
+    assert len(json.loads(bridge.ok("release", "list", "--json"))) == 3
+
+
+def test_clean_sync_exits_0_with_nothing_on_stderr(bridge: Bridge) -> None:
+    bridge.ok("release", "create", "--service", "payments", "--version", "1.0.0")
+    code, out = bridge("sync", "--once")
+    assert code == 0
+    assert "advanced 1 release(s)" in out
+    assert bridge.last_err == ""
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _unreachable_servicenow(tmp_path: Path) -> Path:
+    config = {
+        "database": f"sqlite:///{tmp_path}/bridge.db",
+        "data_dir": str(tmp_path / "data"),
+        "plugins": {
+            "enabled": ["servicenow"],
+            "servicenow": {
+                "url": f"http://127.0.0.1:{_closed_port()}",
+                "user": "svc_bridge",
+                "password": "pw-never-shown",
+                "retries": 1,
+            },
+        },
+    }
+    path = tmp_path / "bridge.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_failing_intake_source_fails_the_cycle_as_cron_sees_it(tmp_path: Path) -> None:
+    config = _unreachable_servicenow(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "itsm_bridge.cli", "-c", str(config), "sync", "--once"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("intake from servicenow failed:")
+    assert "Traceback" not in done.stderr
+    assert "pw-never-shown" not in done.stderr + done.stdout
+    assert "intake: 0 new backlog item(s)" in done.stdout
