@@ -1,8 +1,9 @@
 """ServiceNow: the system of record for changes, their tasks, the CMDB, schedules and incidents.
 
 This module only wires hooks to the modules that translate each one into ServiceNow's API:
-`change` (steps 6, 7 and every state change), `cmdb` (8), `schedules` (5), `tasks` (9, 11),
-`incidents` (13), `intake` (1-2) and `service_levels` (17). All HTTP goes through `client`.
+`change` (steps 6, 7 and every state change), `cmdb` (8), `schedules` (5), `change_tasks`
+(9, 11, 14), `task_closure` (the tasks left open when a release ends), `incidents` (13),
+`intake` (1-2) and `service_levels` (17). All HTTP goes through `client`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from itsm_bridge.models import (
     Approval,
     BacklogItem,
     ChangeRef,
+    ConnectionCheck,
     Event,
     ExternalRecord,
     Finding,
@@ -36,13 +38,16 @@ from itsm_bridge_servicenow import (
     change,
     change_tasks,
     cmdb,
+    connection,
     incidents,
     intake,
     schedules,
     service_levels,
+    task_closure,
     webhook,
 )
-from itsm_bridge_servicenow.client import ServiceNowClient
+from itsm_bridge_servicenow.choices import check_overrides
+from itsm_bridge_servicenow.client import ServiceNowClient, check_instance_url
 
 SYSTEM = "servicenow"
 
@@ -50,9 +55,11 @@ SYSTEM = "servicenow"
 class IntakeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-    # Encoded queries selecting what becomes backlog work (steps 1 and 2).
-    demand_query: str = "state=8"  # dmn_demand: Approved (9 is Completed; see your choice list)
-    problem_query: str = "state=104"  # problem: Fix in Progress
+    # Encoded queries selecting what becomes backlog work (steps 1 and 2). Unset: the state
+    # whose choice label is "Approved" (dmn_demand) / "Fix in Progress" (problem), read from
+    # the instance's sys_choice (see choices.py).
+    demand_query: str | None = None
+    problem_query: str | None = None
 
 
 class ServiceLevelSettings(BaseModel):
@@ -89,13 +96,18 @@ class Settings(BaseModel):
     webhook_token: SecretStr | None = None
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
     service_levels: ServiceLevelSettings = Field(default_factory=ServiceLevelSettings)
+    # "<table>.<field>" -> meaning -> value, overriding the instance's sys_choice (choices.py).
+    choices: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("must be the instance URL, e.g. https://acme.service-now.com")
-        return value.rstrip("/")
+        return check_instance_url(value)
+
+    @field_validator("choices")
+    @classmethod
+    def _choices(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        return check_overrides(value)
 
 
 _Settings = Settings
@@ -116,6 +128,7 @@ class ServiceNowPlugin:
             timeout=config.timeout_seconds,
             page_size=config.page_size,
             attempts=config.retries,
+            choices=config.choices,
         )
 
     # -- steps 1-2 -------------------------------------------------------------------------
@@ -130,11 +143,13 @@ class ServiceNowPlugin:
     # -- step 5 ----------------------------------------------------------------------------
     @hookimpl
     def maintenance_windows(self, release: Release, start: datetime, end: datetime) -> list[Window]:
-        return schedules.maintenance_windows(self.client, self.config, release, start, end)
+        return schedules.maintenance_windows(
+            self.client, self.config, release, start, end, self.bridge
+        )
 
     @hookimpl
     def freeze_periods(self, release: Release, start: datetime, end: datetime) -> list[Freeze]:
-        return schedules.blackouts(self.client, self.config, release, start, end)
+        return schedules.blackouts(self.client, self.config, release, start, end, self.bridge)
 
     # -- steps 6-7 -------------------------------------------------------------------------
     @hookimpl
@@ -174,12 +189,14 @@ class ServiceNowPlugin:
 
     # -- step 17 ---------------------------------------------------------------------------
     @hookimpl
-    def update_service_levels(self, release: Release) -> None:
-        service_levels.update(self.client, self.config, self.bridge, release)
+    def update_service_levels(self, release: Release) -> list[str]:
+        return service_levels.update(self.client, self.config, self.bridge, release)
 
     # -- every change of the release -------------------------------------------------------
     @hookimpl
     def release_changed(self, release: Release, event: Event) -> None:
+        # first the tasks: once the change is closed or canceled they are read-only
+        task_closure.close_open(self.client, release, event)
         change.sync(self.client, self.config, release, event)
         if event.kind == "failure" and self.config.create_incident_on_failure:
             incidents.open_for_failure(self.client, self.config, self.bridge, release, event)
@@ -187,3 +204,8 @@ class ServiceNowPlugin:
     @hookimpl
     def register_webhooks(self, register: Callable[..., Any]) -> None:
         register("servicenow", webhook.Handler(self.config))
+
+    # -- `itsm-bridge check-config --connect` ----------------------------------------------
+    @hookimpl
+    def check_connection(self) -> list[ConnectionCheck]:
+        return [connection.check(self.client, self.config)]

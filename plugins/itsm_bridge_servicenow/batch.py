@@ -36,12 +36,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
 import requests
 from requests.structures import CaseInsensitiveDict
+
+from itsm_bridge.http import HTTPRequestError, HTTPTransientError
 
 BATCH_PATH = "/api/now/v1/batch"
 #: Items per batch request: 100 small creates stay far below the 5 MB/10 MB item limits and
@@ -128,3 +130,46 @@ def serviced(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The `serviced_requests` items by id."""
     items = answer.get("serviced_requests") or []
     return {str(item.get("id")): item for item in items if isinstance(item, dict)}
+
+
+def created_rows(
+    table: str,
+    answer: dict[str, Any],
+    count: int,
+    error_for: Callable[[requests.Response, str], Exception],
+) -> list[dict[str, Any]]:
+    """The created records of a batch answer of `count` creates, or the error for its failed
+    items (`error_for(response, what)` makes ServiceNow's message the error's)."""
+    items = serviced(answer)
+    rows: list[dict[str, Any]] = []
+    errors: list[Exception] = []
+    unserviced = 0
+    for index in range(count):
+        item = items.get(str(index))
+        if item is None:  # in `unserviced_requests` (or missing from the answer altogether)
+            unserviced += 1
+            continue
+        what = f"POST {table} (batch item {index})"
+        result = item_response(item)
+        if not 200 <= result.status_code < 300:
+            errors.append(error_for(result, what))
+            continue
+        try:
+            rows.append(dict(result.json()["result"]))
+        except (ValueError, KeyError, TypeError):
+            errors.append(HTTPRequestError(f"{what}: answer is not JSON", 502))
+    if not errors and not unserviced:
+        return rows
+    failed = len(errors) + unserviced
+    note = f"{failed} of {count} items failed, {len(rows)} created"
+    if unserviced:
+        errors.append(
+            HTTPTransientError(
+                f"POST {table} (batch): {unserviced} items not serviced "
+                "(the batch reached a size or processing limit)"
+            )
+        )
+    # a refusal that a retry cannot cure outranks a transient failure
+    error = next((e for e in errors if not isinstance(e, HTTPTransientError)), errors[0])
+    error.args = (f"{error.args[0]} ({note})", *error.args[1:])
+    raise error

@@ -16,18 +16,22 @@ correlation, dates, CI and group are sent; the result's fields come as
 `{"value", "display_value"}` objects, as one object or a one-element list. Setting
 `std_change_producer_version` through the Table API would not apply the template.
 
+The plans say only what is true: `implementation_plan`, `backout_plan` and `test_plan` name
+a job only when a plugin will run it (`release.jobs`, set by the core before step 6);
+otherwise the task is manual and the plan names it and its group. The tasks are ordered by the
+default task plugin's own planning (`TemplateTasks.plan_tasks`), not by a copy of it.
+
 `sync`, `approval` and `findings` live in `change_state` and `change_review`.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from itsm_bridge.default_plugins.tasks import DEPLOY_ORDER, SMOKE_ORDER
+from itsm_bridge.default_plugins.tasks import DEPLOY_ORDER, SMOKE_ORDER, TemplateTasks
 from itsm_bridge.errors import NeedsHuman
 from itsm_bridge.http import HTTPRequestError
-from itsm_bridge.models import ChangeRef, Release, ReleaseNotes, ReleaseType
+from itsm_bridge.models import ChangeRef, Impact, Release, ReleaseNotes, ReleaseType, TaskSpec
 from itsm_bridge.settings import BridgeSettings, ServiceSettings
 from itsm_bridge_servicenow import cmdb
 from itsm_bridge_servicenow.change_review import approval, findings
@@ -36,17 +40,16 @@ from itsm_bridge_servicenow.change_state import (
     NEW,
     SYSTEM,
     TABLE,
-    escape,
     sync,
 )
 from itsm_bridge_servicenow.client import Record, ServiceNowClient, sn_datetime
+from itsm_bridge_servicenow.encoded import SYS_ID, by_name_or_sys_id, escape
 
 __all__ = ["approval", "find_or_create", "findings", "sync"]
 
 CORRELATION_DISPLAY = "itsm-bridge"
 TEXT_LIMIT = 4000
 FOUND_FIELDS = ["sys_id", "number", "state"]
-SYS_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def find_or_create(
@@ -85,12 +88,20 @@ def find(client: ServiceNowClient, release_id: str) -> Record | None:
 
 
 def lookup(client: ServiceNowClient, table: str, name: str, what: str) -> str:
-    """The sys_id of the record of `table` named `name`; NeedsHuman when there is none."""
-    rows = client.query(table, f"name={escape(name)}", ["sys_id"], limit=1)
+    """The sys_id of the record of `table` that `name` names, by sys_id (32 hex digits) or
+    by name; NeedsHuman when there is none, or several records have that name."""
+    rows = client.query(table, by_name_or_sys_id(name), ["sys_id"], limit=2)
+    if any(row.get("sys_id") == name for row in rows):
+        return name
     if not rows:
         raise NeedsHuman(
             f"{what} names {name!r}, which does not exist in ServiceNow "
             f"({table}): create it there or fix the name in the configuration"
+        )
+    if len(rows) > 1:
+        raise NeedsHuman(
+            f"{what} names {name!r}, and several {table} records have that name: "
+            "set it to the sys_id of the right one"
         )
     return str(rows[0]["sys_id"])
 
@@ -110,13 +121,13 @@ def change_payload(
         "short_description": release.title[:160],
         "description": description(release, notes),
         "type": release.type.value,
-        "implementation_plan": implementation_plan(service),
-        "test_plan": test_plan(service),
+        "implementation_plan": implementation_plan(bridge, release, config.assignment_group),
+        "test_plan": test_plan(release, config.assignment_group),
         "risk": str(config.risk),
         "impact": str(config.impact),
         "category": config.category,
     }
-    backout = backout_plan(service)
+    backout = backout_plan(bridge, service, release, config.assignment_group)
     if backout:
         payload["backout_plan"] = backout
     if release.type == ReleaseType.EMERGENCY:
@@ -157,58 +168,80 @@ def description(release: Release, notes: ReleaseNotes | None) -> str:
     return text + f"\nCreated by itsm-bridge for release {release.id}."
 
 
-def ordered_tasks(service: ServiceSettings) -> list[str]:
-    """The service's task templates around the implicit Deploy and Smoke test, in order."""
-    steps: list[tuple[int, str]] = [
-        (DEPLOY_ORDER, _job_line("Deploy", service.jobs.deploy)),
-        (SMOKE_ORDER, _job_line("Smoke test", service.jobs.smoke_test)),
+def planned_tasks(bridge: BridgeSettings, release: Release) -> list[TaskSpec]:
+    """The release's tasks as configured: the implicit deploy and smoke test, and the
+    service's task templates placed around them by the default task plugin (step 9)."""
+    implicit = [
+        TaskSpec(key="deploy", name="Deploy", order=DEPLOY_ORDER, purpose="deploy"),
+        TaskSpec(key="smoke-test", name="Smoke test", order=SMOKE_ORDER, purpose="smoke_test"),
     ]
-    for index, template in enumerate(service.tasks, start=1):  # as default_plugins/tasks.py
-        anchor = template.before or template.after or "deploy"
-        base = DEPLOY_ORDER if anchor == "deploy" else SMOKE_ORDER
-        order = base - 50 + index if template.before else base + index
-        how = f"job {template.job}" if template.job else template.kind
-        group = f", {template.group}" if template.group else ""
-        steps.append((order, f"{template.name} ({how}{group})"))
-    return [text for _, text in sorted(steps, key=lambda step: step[0])]
+    templates = TemplateTasks(None, bridge).plan_tasks(release=release, impact=Impact())
+    return sorted(implicit + templates, key=lambda spec: (spec.order, spec.key))
 
 
-def _job_line(name: str, job: str | None) -> str:
-    return f"{name} (job {job})" if job else f"{name} (manual)"
+def job_of(release: Release, spec: TaskSpec) -> str | None:
+    """The job a plugin will run for the task; None when the task is manual.
+
+    `release.jobs` holds a job only for the purposes a plugin runs; a template task's own job
+    runs only when there is a job runner at all (`release.jobs` not empty).
+    """
+    if spec.purpose in ("deploy", "smoke_test", "rollback"):
+        return release.jobs.get(spec.purpose)
+    return spec.job if spec.job and release.jobs else None
 
 
-def implementation_plan(service: ServiceSettings) -> str:
+def task_line(release: Release, spec: TaskSpec, group: str | None) -> str:
+    """One task of the plan: its job, or that it is manual and which group does it."""
+    job = job_of(release, spec)
+    if job:
+        return f"{spec.name} (job {job})"
+    owner = spec.group or group
+    return f"{spec.name} (manual, {owner})" if owner else f"{spec.name} (manual)"
+
+
+def implementation_plan(bridge: BridgeSettings, release: Release, group: str | None) -> str:
     """The release tasks, numbered in the order they run."""
-    lines = [f"{n}. {text}" for n, text in enumerate(ordered_tasks(service), start=1)]
+    tasks = planned_tasks(bridge, release)
+    lines = [f"{n}. {task_line(release, spec, group)}" for n, spec in enumerate(tasks, 1)]
     return clip("\n".join(lines))
 
 
-def backout_plan(service: ServiceSettings) -> str:
-    """The rollback job and steps; empty without a rollback job (a finding then blocks)."""
-    job = service.jobs.rollback
-    if not job:
+def backout_plan(
+    bridge: BridgeSettings, service: ServiceSettings, release: Release, group: str | None
+) -> str:
+    """How the release is rolled back: the rollback job when a plugin runs it, else by hand;
+    empty when no rollback is configured and the policy requires one (a finding blocks)."""
+    job = release.jobs.get("rollback")
+    when = "when the release fails (a failure signal) or on `itsm-bridge release rollback`"
+    if job:
+        first = (
+            f"1. itsm-bridge runs the rollback job {job} with ROLLBACK_TO = the last good "
+            f'version {when}; it is tracked as the change task "Roll back".'
+        )
+    elif service.jobs.rollback or not bridge.policy.require_backout_plan:
+        who = f" for {group}" if group else ""
+        first = (
+            f"1. Roll back by hand to the last good version: {when}, itsm-bridge opens the "
+            f'change task "Roll back"{who}; close it when the rollback is done.'
+        )
+    else:
         return ""
-    return clip(
-        f"1. Run the rollback job {job} with ROLLBACK_TO = the last good version "
-        "(itsm-bridge starts it on a failure signal or `itsm-bridge release rollback`).\n"
-        "2. Verify the service with the smoke test"
-        + (f" (job {service.jobs.smoke_test})" if service.jobs.smoke_test else "")
-        + ".\n3. The backlog items return to the backlog; the change closes as unsuccessful."
-    )
+    return clip(first + "\n2. The change closes as unsuccessful, with the reason.")
 
 
-def test_plan(service: ServiceSettings) -> str:
-    """The smoke test after deployment; results arrive as work notes."""
-    smoke = service.jobs.smoke_test
-    first = (
-        f"Smoke test job {smoke} runs after the deployment"
-        if smoke
-        else ("A manual smoke test follows the deployment")
-    )
-    return (
-        f"{first}; the build's test results and the smoke test result are added as work "
-        "notes. Failure signals are watched for the verification period."
-    )
+def test_plan(release: Release, group: str | None) -> str:
+    """The smoke test after deployment, the build's tests, and the failure watch."""
+    smoke = release.jobs.get("smoke_test")
+    if smoke:
+        lines = [f"Smoke test job {smoke} runs after the deployment."]
+    else:
+        who = f" for {group}" if group else ""
+        lines = [f'A manual smoke test follows the deployment (change task "Smoke test"{who}).']
+    build = release.jobs.get("build")
+    if build:
+        lines.append(f"The test results of the build (job {build}) are checked before approval.")
+    lines.append("Failure signals are watched for the verification period.")
+    return " ".join(lines)
 
 
 def _create_standard(client: ServiceNowClient, template: str, payload: Record) -> Record:

@@ -4,13 +4,26 @@ cannot make well. Everything else in the plugin talks to ServiceNow through this
 pysnow 0.7 traits this module designs around (so the rest of the plugin need not know them):
 - a resource shares its query parameters between requests: a fresh resource per call;
 - `update()` costs a GET and a PUT: we write by sys_id with one PATCH on pysnow's session;
-- no `Link` following and no retry: we page with `sysparm_offset` and retry ourselves;
+- no `Link` following and no retry: we follow `Link` and retry ourselves (see Paging);
 - a 4xx/5xx raises `HTTPError` before ServiceNow's error body is read: we read
   `response.json()["error"]` so users see ServiceNow's own message;
 - it pins an old pytz: our code uses `zoneinfo` only.
 
 Dates in queries are plain UTC `YYYY-MM-DD HH:MM:SS`; the integration user's time zone must
 be UTC (the Table API reads and writes date-times in the user's zone).
+
+Paging ("Table API", ServiceNowDocs `markdown/api-reference/rest-apis/c_TableAPI.md`, GET
+/now/table/{tableName}): `sysparm_limit` "is applied before ACL evaluation", so a page may
+hold fewer rows than asked for, or none, while more rows follow. A short page therefore never
+ends a read: the client follows the `Link` response header's `rel="next"` entry (documented
+as `<url>;rel="next"`, next to `prev`, `first` and `last`, in no order we rely on) and stops
+when the header has no `next`. Only `sysparm_offset` is taken from that URL; the request is
+ours (same host, parameters and retries). `sysparm_suppress_pagination_header` is `false`.
+An answer without a `Link` header (a proxy that strips it) falls back to `X-Total-Count`,
+and without that to the old rule (a short page is the last).
+
+Values inside encoded queries go through `escape` (see there); a CI or record configured by
+name may also be given as a 32-hex sys_id (`by_name_or_sys_id`).
 
 Creates do not go through pysnow either: pysnow sends its whole parameter set (an empty
 `sysparm_query`, `sysparm_limit=10000` ...) with every POST, and a resource reused after a read
@@ -33,10 +46,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pysnow
 import requests
@@ -46,7 +59,6 @@ from itsm_bridge.http import (
     USER_AGENT,
     HTTPNeedsHuman,
     HTTPRequestError,
-    HTTPTransientError,
     call_with_retries,
     error_for,
     network_error,
@@ -54,10 +66,32 @@ from itsm_bridge.http import (
     retrying,
 )
 from itsm_bridge_servicenow import batch
+from itsm_bridge_servicenow.choices import Choices
 
 log = logging.getLogger(__name__)
 Record = dict[str, Any]
 SN_DATETIME = "%Y-%m-%d %H:%M:%S"
+
+
+def check_instance_url(value: str) -> str:
+    """An instance URL: http(s), a host, no credentials, no query; returned without a
+    trailing slash. ValueError says what is wrong without repeating the URL."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be the instance URL, e.g. https://acme.service-now.com")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValueError(
+            "must not carry credentials; set plugins.servicenow.user and password instead"
+        )
+    if not parts.hostname:
+        raise ValueError("has no host; use the instance URL, e.g. https://acme.service-now.com")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment; use the instance URL only")
+    try:
+        parts.port  # noqa: B018 -- raises on a port that is not a number
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return value.strip().rstrip("/")
 
 
 def sn_datetime(value: datetime) -> str:
@@ -109,10 +143,12 @@ class ServiceNowClient:
         max_wait: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
         batch_size: int = batch.BATCH_SIZE,
+        choices: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        parts = urlsplit(url.rstrip("/"))
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"not an instance URL: {url!r} (e.g. https://acme.service-now.com)")
+        try:
+            parts = urlsplit(check_instance_url(url))
+        except ValueError as exc:
+            raise ValueError(f"not an instance URL: {exc}") from None
         self.base_url = f"{parts.scheme}://{parts.netloc}"
         self.timeout = timeout
         self.page_size = page_size
@@ -128,6 +164,8 @@ class ServiceNowClient:
         )
         self.session: requests.Session = self._pysnow.session
         self.session.headers["User-Agent"] = USER_AGENT
+        #: Choice values of this instance (`sys_choice`), read once each (see choices.py).
+        self.choices = Choices(self, choices)
 
     # -- Table API -----------------------------------------------------------------------
     def _resource(self, table: str) -> Any:
@@ -171,36 +209,49 @@ class ServiceNowClient:
         *,
         limit: int | None = None,
     ) -> list[Record]:
-        """Every record matching the encoded query, `fields` only, page by page."""
+        """Every record matching the encoded query (at most `limit`), `fields` only.
+
+        Page by page, following `Link: <...>;rel="next"` (see the module docstring): a short
+        or empty page does not end the read while the instance says a next page exists.
+        """
         found: list[Record] = []
         offset = 0
         while True:
             size = self.page_size if limit is None else min(self.page_size, limit - len(found))
-            page = self._page(table, query, fields, size, offset)
+            page, after = self._page(table, query, fields, size, offset)
             found += page
-            offset += len(page)
-            if len(page) < size or (limit is not None and len(found) >= limit):
+            if limit is not None and len(found) >= limit:
+                return found[:limit]
+            if after is None or after <= offset:  # the last page (or a Link going backwards)
                 return found
+            offset = after
 
     def _page(
         self, table: str, query: str, fields: Sequence[str], size: int, offset: int
-    ) -> list[Record]:
-        def fetch() -> list[Record]:
+    ) -> tuple[list[Record], int | None]:
+        """One page of rows and the offset of the next page (None: this was the last)."""
+
+        def fetch() -> tuple[list[Record], int | None]:
             resource = self._resource(table)
             # pysnow would send its booleans as "True"/"False": the documented values are
-            # lowercase, so they go as custom parameters (which override pysnow's own).
+            # lowercase, so they go as custom parameters (which override pysnow's own). The
+            # Link header is what paging follows: never suppressed.
             resource.parameters.add_custom(
                 {
                     "sysparm_exclude_reference_link": "true",
-                    "sysparm_suppress_pagination_header": "true",
+                    "sysparm_suppress_pagination_header": "false",
                     "sysparm_display_value": "false",
                 }
             )
             response = resource.get(query=query, fields=list(fields), limit=size, offset=offset)
-            return list(response.all())
+            rows = list(response.all())
+            return rows, next_offset(response.headers, offset, size, len(rows))
 
         what = f"GET {table}"
-        return call_with_retries(self._retry, lambda: self._run(what, fetch))
+        result: tuple[list[Record], int | None] = call_with_retries(
+            self._retry, lambda: self._run(what, fetch)
+        )
+        return result
 
     def get(self, table: str, sys_id: str, fields: Sequence[str]) -> Record | None:
         """One record by sys_id, or None when it does not exist."""
@@ -265,43 +316,7 @@ class ServiceNowClient:
                 HTTPRequestError(f"{what}: answer is not a batch: {response.text[:200]}", 502)
             )
         self.batch_api = True
-        return self._batch_results(table, answer, len(payloads))
-
-    def _batch_results(self, table: str, answer: dict[str, Any], count: int) -> list[Record]:
-        """The created records of a batch answer, or the error for its failed items."""
-        items = batch.serviced(answer)
-        rows: list[Record] = []
-        errors: list[Exception] = []
-        unserviced = 0
-        for index in range(count):
-            item = items.get(str(index))
-            if item is None:  # in `unserviced_requests` (or missing from the answer altogether)
-                unserviced += 1
-                continue
-            what = f"POST {table} (batch item {index})"
-            result = batch.item_response(item)
-            if not 200 <= result.status_code < 300:
-                errors.append(self._error(result, what))
-                continue
-            try:
-                rows.append(dict(result.json()["result"]))
-            except (ValueError, KeyError, TypeError):
-                errors.append(self._scrub(HTTPRequestError(f"{what}: answer is not JSON", 502)))
-        if not errors and not unserviced:
-            return rows
-        failed = len(errors) + unserviced
-        note = f"{failed} of {count} items failed, {len(rows)} created"
-        if unserviced:
-            errors.append(
-                HTTPTransientError(
-                    f"POST {table} (batch): {unserviced} items not serviced "
-                    "(the batch reached a size or processing limit)"
-                )
-            )
-        # a refusal that a retry cannot cure outranks a transient failure
-        error = next((e for e in errors if not isinstance(e, HTTPTransientError)), errors[0])
-        error.args = (f"{error.args[0]} ({note})", *error.args[1:])
-        raise error
+        return batch.created_rows(table, answer, len(payloads), self._error)
 
     def update(
         self, table: str, sys_id: str, payload: Record, fields: Sequence[str] = ()
@@ -344,6 +359,40 @@ class ServiceNowClient:
     def api(self, method: str, path: str, what: str, *, retry: bool = True, **kwargs: Any) -> Any:
         """A call to a scripted or product REST API under /api (e.g. sn_chg_rest)."""
         return self.call(method, f"{self.base_url}{path}", what, retry=retry, **kwargs)
+
+    def probe(self, table: str, timeout: float) -> requests.Response:
+        """One GET of at most one row of `table` (sys_id only, no count), never retried, for
+        `check_connection`: the raw answer, whatever its status; network faults raise."""
+        params = {
+            "sysparm_limit": "1",
+            "sysparm_fields": "sys_id",
+            "sysparm_no_count": "true",
+            "sysparm_suppress_pagination_header": "true",
+        }
+        url = f"{self.base_url}/api/now/table/{table}"
+        return self.session.get(url, params=params, timeout=timeout)
+
+
+def next_offset(headers: Mapping[str, str], offset: int, size: int, count: int) -> int | None:
+    """Where the next page starts, from a Table API answer's headers; None after the last.
+
+    `Link` decides when present (its `rel="next"` URL's `sysparm_offset`, else no next page);
+    without it `X-Total-Count`; without both, a page shorter than `size` is the last.
+    """
+    link = headers.get("Link")
+    if link is not None:
+        for item in requests.utils.parse_header_links(link):
+            if item.get("rel") == "next":
+                query = parse_qs(urlsplit(item.get("url", "")).query)
+                try:
+                    return int(query["sysparm_offset"][0])
+                except (KeyError, IndexError, ValueError):
+                    return offset + size
+        return None
+    total = headers.get("X-Total-Count")
+    if total is not None and total.isdigit():
+        return offset + size if offset + size < int(total) else None
+    return offset + size if count >= size else None
 
 
 def error_for_body(what: str, exc: Exception) -> Exception:

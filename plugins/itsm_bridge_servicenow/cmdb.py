@@ -40,6 +40,7 @@ from itsm_bridge.errors import NeedsHuman
 from itsm_bridge.models import ConfigurationItem, Impact, Release
 from itsm_bridge.settings import BridgeSettings
 from itsm_bridge_servicenow.client import Record, ServiceNowClient, reference
+from itsm_bridge_servicenow.encoded import any_of, by_name_or_sys_id
 
 if TYPE_CHECKING:
     from itsm_bridge_servicenow import Settings
@@ -85,7 +86,7 @@ def service_ci(client: ServiceNowClient, bridge: BridgeSettings, release: Releas
     key = service.ci if service else None
     if not key:
         return None
-    rows = client.query("cmdb_ci", f"sys_id={key}^NQname={key}", CI_FIELDS, limit=2)
+    rows = client.query("cmdb_ci", by_name_or_sys_id(key), CI_FIELDS, limit=2)
     exact = [r for r in rows if r.get("sys_id") == key]
     if exact:
         return exact[0]
@@ -109,7 +110,7 @@ def relationship_type_ids(client: ServiceNowClient, names: Sequence[str]) -> lis
     """
     if not names:
         return []
-    rows = client.query("cmdb_rel_type", "nameIN" + ",".join(names), ("sys_id", "name"))
+    rows = client.query("cmdb_rel_type", any_of("name", names), ("sys_id", "name"))
     found = {str(r.get("name")) for r in rows}
     missing = [n for n in names if n not in found]
     if missing:
@@ -195,26 +196,30 @@ def affected_ci_ids(
     bridge: BridgeSettings | None,
     release: Release,
 ) -> list[str]:
-    """sys_ids whose schedules apply to the release (step 5).
+    """sys_ids whose schedules apply to the release (step 5), service CI first.
 
-    The service CI (when `bridge` is given) plus the ServiceNow CIs and services of
-    `release.impact`; before step 8 has run, the service CI and its direct neighbours
-    (conflict detection also checks the parents and children of every CI in scope).
+    Step 8 runs before step 5, so normally these are the ServiceNow CIs and services of
+    `release.impact` (the service CI and every CI around it; no request). Without them (no
+    CMDB answer yet, or one from another plugin), the service's CI (`services.<name>.ci`, a
+    name or sys_id, when `bridge` is given) and its direct neighbours: conflict detection
+    also checks the parents and children of every CI in scope.
     """
-    root = service_ci(client, bridge, release) if bridge is not None else None
-    ids = [str(root["sys_id"])] if root else []
     items = release.impact.cis + release.impact.services if release.impact else []
-    known = [ci.id for ci in items if ci.system == SYSTEM]
+    known = [ci.id for ci in items if ci.system == SYSTEM and ci.id]
     if known:
-        ids += known
-    elif root is not None and config.cmdb_depth > 0:
-        ids += walk(client, ids[0], relationship_type_ids(client, config.relationship_types), 1)
-    elif root is None:
+        return list(dict.fromkeys(known))
+    root = service_ci(client, bridge, release) if bridge is not None else None
+    if root is None:
         log.warning(
-            "servicenow: no CI known for release %s yet (step 8 not run): only unscoped "
-            "schedules apply",
+            "servicenow: no CI known for release %s (no impact and no services.%s.ci): "
+            "only unscoped schedules apply",
             release.id,
+            release.service,
         )
+        return []
+    ids = [str(root["sys_id"])]
+    if config.cmdb_depth > 0:
+        ids = walk(client, ids[0], relationship_type_ids(client, config.relationship_types), 1)
     return list(dict.fromkeys(ids))
 
 

@@ -24,8 +24,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from itsm_bridge.models import Event, Release, Signal
-from itsm_bridge_servicenow.change_tasks import Groups, change_sys_id, escape
+from itsm_bridge_servicenow.change_tasks import Groups, change_sys_id
 from itsm_bridge_servicenow.client import ServiceNowClient, parse_sn_datetime, sn_datetime
+from itsm_bridge_servicenow.encoded import by_name_or_sys_id, escape
 
 if TYPE_CHECKING:
     from itsm_bridge.settings import BridgeSettings
@@ -121,11 +122,13 @@ def signals(
 
 
 def _service_ci(client: ServiceNowClient, bridge: BridgeSettings, release: Release) -> str | None:
-    """The sys_id of the service's CI (`services.<name>.ci`), when the CMDB has it."""
+    """The sys_id of the service's CI (`services.<name>.ci`, a name or a sys_id), when the
+    CMDB has it."""
     service = bridge.services.get(release.service)
     if service is None or not service.ci:
         return None
-    rows = client.query("cmdb_ci", f"name={escape(service.ci)}", ("sys_id", "name"), limit=1)
+    query = by_name_or_sys_id(service.ci)
+    rows = client.query("cmdb_ci", query, ("sys_id", "name"), limit=1)
     return str(rows[0]["sys_id"]) if rows else None
 
 

@@ -1,11 +1,12 @@
 """Steps 1-2: approved demands (`dmn_demand`) and problems whose fix needs code become work.
 
-What qualifies is configuration (`plugins.servicenow.intake.demand_query` / `problem_query`,
-encoded queries). Known choice values: problem `state` 101 New, 102 Assess, 103 Root Cause
-Analysis, 104 Fix in Progress, 106 Resolved, 107 Closed (`servicenow.itsm` Ansible
-collection, `module_utils/problem.py`). `dmn_demand.state` is not in the published docs; a
-real instance's export lists 1 Draft, 2 Submitted, 8 Approved, 9 Completed, -4 Qualified,
-so check the choice list of your instance (System Definition > Choice Lists).
+What qualifies: demands whose `state` is the choice labelled "Approved" and problems whose
+`state` is "Fix in Progress", the values read from the instance's `sys_choice` (or
+`plugins.servicenow.choices`), see choices.py. The numbers vary: problem `state` is 104 on a
+base instance (`servicenow.itsm` Ansible collection, `module_utils/problem.py`); one real
+instance's `dmn_demand.state` export lists 1 Draft, 2 Submitted, 8 Approved, 9 Completed, -4
+Qualified, and the published docs list none. A configured encoded query
+(`plugins.servicenow.intake.demand_query` / `problem_query`) replaces the default as given.
 
 Polling: records updated at or after `since`, read page by page with a keyset cursor on
 (`sys_updated_on`, `sys_id`) rather than an offset, so a record updated while we page can
@@ -20,8 +21,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from itsm_bridge.models import BacklogItem, WorkItem
-from itsm_bridge_servicenow.change_tasks import escape, record_url
+from itsm_bridge_servicenow.change_tasks import record_url
 from itsm_bridge_servicenow.client import ServiceNowClient, parse_sn_datetime, sn_datetime
+from itsm_bridge_servicenow.encoded import escape
 
 if TYPE_CHECKING:
     from itsm_bridge_servicenow import Settings
@@ -37,6 +39,8 @@ BASE_FIELDS = (
     "cmdb_ci.name",
 )
 EXTRA_FIELDS = {"problem": ("fix_notes",)}
+#: The state (choice meaning, see choices.py) that makes a record backlog work.
+READY_STATE = {"demand": "approved", "problem": "fix_in_progress"}
 ORDER = "ORDERBYsys_updated_on^ORDERBYsys_id"
 
 
@@ -110,6 +114,14 @@ def _work_item(client: ServiceNowClient, kind: str, row: dict[str, Any]) -> Work
     )
 
 
+def base_query(client: ServiceNowClient, kind: str, configured: str | None) -> str:
+    """The configured encoded query of `kind`, else `state=<value of its ready state>`."""
+    if configured is not None:
+        return configured
+    state = client.choices.value(TABLES[kind], "state", READY_STATE[kind])
+    return f"state={escape(state)}"
+
+
 def collect(client: ServiceNowClient, config: Settings, since: datetime | None) -> list[WorkItem]:
     """Demands and problems selected by the intake queries, updated at or after `since`.
 
@@ -117,7 +129,8 @@ def collect(client: ServiceNowClient, config: Settings, since: datetime | None) 
     """
     if not config.intake.enabled:
         return []
-    queries = {"demand": config.intake.demand_query, "problem": config.intake.problem_query}
+    configured = {"demand": config.intake.demand_query, "problem": config.intake.problem_query}
+    queries = {kind: base_query(client, kind, query) for kind, query in configured.items()}
     items: list[WorkItem] = []
     for kind, base in queries.items():
         fields = BASE_FIELDS + EXTRA_FIELDS.get(kind, ())

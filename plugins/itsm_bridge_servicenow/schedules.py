@@ -17,22 +17,34 @@ captured in jacebenson/sndocs `sources/kingston/0/sys_script_include/`):
   when `change.conflict.ci_maint_sched` is on) is a maintenance schedule of that CI.
 * A schedule scoped to one CI through `cmdb_ci` is honoured as well: that is how the local
   sandbox links schedules (and how a schedule whose source is a service names it).
-* A blackout with no scope at all (a "Change Request" source whose condition is on the change,
-  which does not exist yet at step 5) is applied to every release: a freeze too many is
-  safer than a missed one. An unscoped maintenance schedule is not applied.
+* A blackout with no scope at all, or scoped to change requests (a "Change Request" source:
+  `applies_to` a task table, its condition on the change, which does not exist yet at step
+  5), is applied to every release: a freeze too many is safer than a missed one. Such a
+  maintenance schedule is not applied.
 
-Entries (`cmn_schedule_span`, "Schedule entry fields", docs.servicenow.com, Platform
-administration > Time configuration): `start_date_time`/`end_date_time` are
-glide_schedule_date_time values `YYYYMMDDTHHMMSS` in the schedule's `time_zone` (empty =
-"Floating": the reading user's zone, which is UTC for the integration user; a `TZID=<zone>;`
-prefix or a `Z` suffix overrides it). `repeat_type` "" (once), daily, weekdays, weekends,
-weekMWF, weekTT, weekly (`days_of_week` digits 1=Monday..7=Sunday), monthly (same day of the
-month), yearly (same date); `repeat_count` is "Repeat every" (the interval); `repeat_until`
-is the last date (blank: forever). Occurrences are wall-clock spans in the zone (expanded with
-`itsm_bridge.windows`, DST-aware), so a Saturday 22:00-02:00 entry stays 22:00-02:00 local on
-both sides of a DST change. An end of 23:59:59 is the inclusive last second of a day and is
-read as the next midnight. Not supported (logged): exclusion entries, child schedules,
-floating monthly/yearly entries (`monthly_type`/`yearly_type` other than a plain date).
+The CIs are the release's affected CIs and impacted services from step 8 (which runs before
+step 5), see `cmdb.affected_ci_ids`: a schedule on an upstream service covers the CIs below
+it, as conflict detection evaluates "the parent and child configuration items of any CI in
+scope" (t_CreateBlkoutMaintSched.md).
+
+Entries (`cmn_schedule_span`, "Schedule entry fields", ServiceNowDocs `markdown/
+platform-administration/time-configuration/r_ScheduleEntryFields.md`; "Schedule fields",
+`r_ScheduleFields.md`, same folder): `start_date_time`/`end_date_time` are
+glide_schedule_date_time values `YYYYMMDDTHHMMSS` in the schedule's `time_zone` (empty or
+"Floating": "relative to whatever process is accessing the item", i.e. the integration
+user's zone, which must be UTC; a `TZID=<zone>;` prefix overrides the zone, a `Z` suffix
+means UTC). `all_day` true ("applies to a full 24-hour day") covers whole days in the zone:
+from midnight of the start date to the midnight after the end date, whatever the times say.
+`repeat_type` "" (once), daily, weekdays, weekends, weekMWF, weekTT, weekly (`days_of_week`
+digits 1=Monday..7=Sunday, as third-party readers of the table decode them), monthly (same
+day of the month), yearly (same date); `repeat_count` is "Repeat every" (the interval);
+`repeat_until` is the last date, `YYYYMMDD` (or `YYYY-MM-DD`) in the zone; blank ("the
+schedule repeats indefinitely") or `00000000` means no end. Occurrences are wall-clock spans
+in the zone (expanded with `itsm_bridge.windows`, DST-aware), so a Saturday 22:00-02:00
+entry stays 22:00-02:00 local on both sides of a DST change. An end of 23:59:59 is the
+inclusive last second of a day and is read as the next midnight. Not supported (logged):
+exclusion entries, child schedules, floating monthly/yearly entries (`monthly_type`/
+`yearly_type` other than a plain date).
 """
 
 from __future__ import annotations
@@ -41,7 +53,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -73,6 +85,7 @@ SPAN_FIELDS = (
     "schedule",
     "name",
     "type",
+    "all_day",
     "start_date_time",
     "end_date_time",
     "repeat_type",
@@ -83,6 +96,8 @@ SPAN_FIELDS = (
     "yearly_type",
 )
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: `applies_to` values that scope a schedule to change requests, not to CIs.
+_CHANGE_TABLES = frozenset({"change_request", "task"})
 _SN_TIME = re.compile(r"^(?:TZID=([^;]+);)?(\d{8}T\d{6})(Z?)$")
 _WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 _FIXED_DAYS = {
@@ -168,9 +183,13 @@ def applicable(
     for row in rows:
         ci = reference(row.get("cmdb_ci"))
         applies_to = str(row.get("applies_to") or "").strip()
-        if ci in targets or (not ci and not applies_to and unscoped):
-            chosen[str(row["sys_id"])] = row
-        elif applies_to and not ci:
+        if ci:  # scoped to one CI
+            if ci in targets:
+                chosen[str(row["sys_id"])] = row
+        elif not applies_to or applies_to in _CHANGE_TABLES:  # no CI scope at all
+            if unscoped:
+                chosen[str(row["sys_id"])] = row
+        else:  # a CI class and a condition on it
             condition = str(row.get("condition") or "")
             by_class.setdefault((applies_to, condition), []).append(row)
     for (applies_to, condition), group in by_class.items():
@@ -239,7 +258,10 @@ def span_occurrences(
     if first is None or last is None:
         log.warning("servicenow: %s has no readable start/end: ignored", what)
         return []
-    if last.time() == datetime.max.time().replace(microsecond=0):
+    if str(span.get("all_day") or "").lower() == "true":  # whole days, start to end date
+        first = datetime.combine(first.date(), time())
+        last = datetime.combine(last.date(), time()) + timedelta(days=1)
+    elif last.time() == datetime.max.time().replace(microsecond=0):
         last += timedelta(seconds=1)  # 23:59:59 is the inclusive last second of the day
     length = last - first
     if length <= timedelta(0):
@@ -264,10 +286,12 @@ def span_occurrences(
 
 def parse_schedule_time(value: str, time_zone: str) -> tuple[datetime | None, str]:
     """A glide_schedule_date_time as (naive wall time, IANA zone it is in)."""
+    floating = not time_zone.strip() or time_zone.strip().lower() == "floating"
+    default = "UTC" if floating else time_zone.strip()
     match = _SN_TIME.match(value.strip())
     if match is None:
-        return None, time_zone or "UTC"
-    zone = "UTC" if match[3] else (match[1] or time_zone or "UTC")
+        return None, default
+    zone = "UTC" if match[3] else (match[1] or default)
     return datetime.strptime(match[2], "%Y%m%dT%H%M%S"), zone
 
 
@@ -277,8 +301,8 @@ def span_rule(span: Record, first: datetime) -> str:
     count = str(span.get("repeat_count") or "1").strip()
     interval = max(int(count), 1) if count.isdigit() else 1
     dtstart = f"DTSTART:{first:%Y%m%dT%H%M%S}"
-    until = str(span.get("repeat_until") or "").strip()[:8]
-    bound = f";UNTIL={until}T235959" if until.isdigit() and len(until) == 8 else ""
+    until = repeat_until(span)
+    bound = f";UNTIL={until:%Y%m%d}T235959" if until else ""
     if repeat in ("", "none"):
         return f"{dtstart}\nRRULE:FREQ=DAILY;COUNT=1"
     if repeat == "daily":
@@ -301,6 +325,20 @@ def span_rule(span: Record, first: datetime) -> str:
         return f"{dtstart}\nRRULE:{rule}{bound}"
     log.warning("servicenow: repeat type %r not supported: entry read as one occurrence", repeat)
     return f"{dtstart}\nRRULE:FREQ=DAILY;COUNT=1"
+
+
+def repeat_until(span: Record) -> date | None:
+    """The last date of a repeating entry; None when it repeats forever (blank, `00000000`)
+    or the value is unreadable (logged)."""
+    raw = str(span.get("repeat_until") or "").strip()
+    digits = raw.replace("-", "")[:8]
+    if not digits or set(digits) == {"0"}:
+        return None
+    try:
+        return datetime.strptime(digits, "%Y%m%d").date()
+    except ValueError:
+        log.warning("servicenow: repeat_until %r not a date: entry repeats forever", raw)
+        return None
 
 
 def _reason(schedule: Record) -> str:

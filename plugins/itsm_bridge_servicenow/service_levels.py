@@ -10,9 +10,10 @@ from a service, refining the parent service", ServiceNowDocs `markdown/it-servic
 service-portfolio-management/SPM2-service-offerings.md`).
 
 Idempotent: the current values are read (narrow fields) and only fields that differ are sent,
-in one PATCH per record; nothing is written when all are equal. `{closed_at}` is the time of
-the call, so a value that differs only by that time stamp counts as equal (a re-run of the
-same release writes nothing).
+in one PATCH per record; nothing is written when all are equal, and `update` returns what it
+wrote (so the core says "service levels updated" only when a field was written).
+`{closed_at}` is the time of the call, so a value that differs only by that time stamp counts
+as equal (a re-run of the same release writes nothing).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from itsm_bridge.errors import NeedsHuman
 from itsm_bridge.models import Release, utcnow
-from itsm_bridge_servicenow.change_tasks import escape
 from itsm_bridge_servicenow.client import ServiceNowClient, sn_datetime
+from itsm_bridge_servicenow.encoded import SYS_ID, escape
 
 if TYPE_CHECKING:
     from itsm_bridge.settings import BridgeSettings
@@ -65,17 +66,35 @@ def _names(bridge: BridgeSettings, release: Release) -> list[str]:
     return [n for n in dict.fromkeys(names) if n]
 
 
+def named(names: list[str], reference: str = "") -> str:
+    """The records (or, with `reference`, the records whose `reference` is a record) named
+    by any of `names`; a name that is a sys_id matches that record. `^OR` terms: an `IN`
+    list cannot hold a name with a comma."""
+    by_id, by_name = (reference, f"{reference}.name") if reference else ("sys_id", "name")
+    terms = []
+    for name in names:
+        if SYS_ID.match(name):
+            terms.append(f"{by_id}={name}")
+        else:
+            terms.append(f"{by_name}={escape(name)}")
+    return "^OR".join(terms)
+
+
 def find_records(
     client: ServiceNowClient, table: str, names: list[str], fields: list[str]
 ) -> list[dict[str, Any]]:
     """The records to update: offerings of the service, or the one record named after it."""
-    listed = ",".join(escape(n) for n in names)
     wanted = ["sys_id", "name", *fields]
     if table == OFFERING_TABLE:
-        return client.query(table, f"parent.nameIN{listed}^ORDERBYname", wanted)
-    rows = client.query(table, f"nameIN{listed}", wanted)
+        return client.query(table, f"{named(names, 'parent')}^ORDERBYname", wanted)
+    rows = client.query(table, named(names), wanted)
     rank = {name: i for i, name in enumerate(names)}
-    rows.sort(key=lambda row: rank.get(str(row.get("name") or ""), len(names)))
+
+    def position(row: dict[str, Any]) -> int:
+        found = [rank[k] for k in (str(row.get("sys_id")), str(row.get("name"))) if k in rank]
+        return min(found, default=len(names))
+
+    rows.sort(key=position)
     return rows[:1]
 
 
@@ -97,12 +116,17 @@ def changes(
 
 def update(
     client: ServiceNowClient, config: Settings, bridge: BridgeSettings, release: Release
-) -> None:
-    """Set the configured fields of the service's record from the release (no-op when none
-    are configured or all already hold the prescribed values)."""
+) -> list[str]:
+    """Set the configured fields of the service's record from the release.
+
+    Returns what was written, one line per record: "<table> <name>: field, field"; [] when
+    no field is configured, every field already holds the prescribed value, or the release
+    was rolled back (the service still runs the version before it: nothing it prescribed
+    came true).
+    """
     templates = config.service_levels.fields
-    if not templates:
-        return
+    if not templates or release.failure_reason:
+        return []
     values = {
         "version": release.version,
         "service": release.service,
@@ -119,7 +143,11 @@ def update(
             f"{' or '.join(names)}): set services.{release.service}.ci to the name of its "
             f"record, or plugins.servicenow.service_levels.table"
         )
+    written = []
     for row in rows:
         diff = changes(row, wanted, table)
         if diff:
             client.update(table, str(row["sys_id"]), diff, fields=("sys_id",))
+            name = str(row.get("name") or row["sys_id"])
+            written.append(f"{table} {name}: {', '.join(diff)}")
+    return written

@@ -3,8 +3,9 @@
 It starts the sandbox servers, loads `config/sandbox.yaml` with their URLs, and drives two
 releases of the payments service: the first goes all the way to closed, the second is rolled
 back after deployment. Where the process waits for a person, the demo plays that person in
-the system that owns the decision (the CAB approves the change in ServiceNow, the DBA closes
-the change tasks) and says so; everything else is the bridge at work.
+the system that owns the decision (in ServiceNow the technical approvers, then the CAB,
+approve the change the bridge submitted; the DBA closes the change tasks) and says so;
+everything else is the bridge at work.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from itsm_bridge.settings import load_settings
 from itsm_bridge.store import open_store
 from itsm_bridge.views import release_json, render_show
 from itsm_bridge_sandbox import Sandbox, load_seed
+from itsm_bridge_sandbox.servicenow.change import waiting_for as servicenow_approvers
+from itsm_bridge_sandbox.servicenow.schema import CHANGE_STATES as STATE_LABELS
 
 PACKAGED_CONFIG = Path(__file__).with_name("demo-config.yaml")
 SOURCE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "sandbox.yaml"
@@ -106,22 +109,34 @@ class Demo:
                     f"{release.window_start:%Y-%m-%d %H:%M}Z"
                 )
                 self.clock.jump_to(release.window_start)
-            for number in (11, 12, 14):
-                if steps[number].status == "waiting":
+            working = (ReleaseState.IMPLEMENTING, ReleaseState.VERIFYING, ReleaseState.ROLLING_BACK)
+            for number in (11, 12, 14):  # people work on tasks once the deployment began
+                if steps[number].status == "waiting" and release.state in working:
                     self.finish_manual_task(release_id, number, tasks)
         raise OperationFailed(f"release {release_id} did not reach {until} in {MAX_CYCLES} cycles")
 
     def approve(self, release_id: str) -> None:
+        """Play the approvers: in ServiceNow, one approval level per cycle, once the bridge
+        asked for it (the change model moves the change, never the bridge)."""
         with self.store.begin() as tx:
             release = tx.release(release_id)
         assert release is not None
         change = release.record("servicenow", "change_request")
-        if change is not None:
-            self.sandbox.servicenow.approve_change(change.id, "Approved by the CAB (demo)")
-            self.say(f"  [person] the CAB approves {change.number} in ServiceNow")
-        else:
+        if change is None:
             self.commands.approve(release_id, note="approved (demo)", actor="cab")
             self.say("  [person] the CAB approves the release: itsm-bridge release approve")
+            return
+        servicenow = self.sandbox.servicenow
+        before = servicenow.record("change_request", change.id)
+        who = servicenow_approvers(before)
+        if not who:
+            return  # the bridge has not asked yet: nothing to approve
+        after = servicenow.approve_change(change.id, f"Approved by {who} (demo)", levels=1)
+        self.say(
+            f"  [person] {who} approve {change.number} in ServiceNow: "
+            f"{STATE_LABELS.get(before['state'], before['state'])} -> "
+            f"{STATE_LABELS.get(after['state'], after['state'])}"
+        )
 
     def finish_manual_task(self, release_id: str, step: int, tasks: list[Task]) -> None:
         """Play the person who does the next manual task of the waiting step."""

@@ -4,6 +4,10 @@ Every row lives once, in the table of its class (`sys_class_name`); a read on a 
 (`task`, `cmdb_ci`, `cmn_schedule`) sees the rows of every child table, as GlideRecord does.
 All values are stored as strings, as the Table API returns them.
 
+`hide(sys_id)` plays an ACL that denies the integration user a row: list reads still count
+it against `sysparm_limit` but leave it out of the page ("This limit is applied before ACL
+evaluation", Table API), so a page can be short, or empty, while more rows follow.
+
 Rendering follows "Table API - GET /now/table/{tableName}" (docs.servicenow.com, REST API
 reference): a reference field is `{"link": "<instance>/api/now/table/<table>/<sys_id>",
 "value": "<sys_id>"}` unless `sysparm_exclude_reference_link=true`, an empty reference is `""`;
@@ -55,6 +59,8 @@ class Store:
         self.now = now
         self.rows: dict[str, dict[str, str]] = {}
         self._counters: dict[str, int] = {}
+        #: sys_ids an "ACL" hides from list reads (see the module docstring).
+        self.hidden: set[str] = set()
 
     # -- lookups -------------------------------------------------------------------------
     def timestamp(self) -> str:
@@ -81,6 +87,14 @@ class Store:
             if key and key in (candidate.get("number"), candidate.get(dfield)):
                 return candidate
         return None
+
+    def hide(self, sys_id: str) -> None:
+        """Let an "ACL" deny the integration user this row in list reads."""
+        self.hidden.add(sys_id)
+
+    def readable(self, row: dict[str, str]) -> bool:
+        """False for a row an "ACL" hides (`hide`)."""
+        return row["sys_id"] not in self.hidden
 
     def query(self, table: str, query: Query) -> list[dict[str, str]]:
         rows = [row for row in self.rows_of(table) if query.matches(row, self.get_path)]

@@ -9,7 +9,10 @@ by `sysparm_display_value`.
 Sources: the table hierarchy and number prefixes of a base ServiceNow instance (Table API
 reference, "Table API - GET /now/table/{tableName}", docs.servicenow.com; CMDB class model,
 "CMDB tables descriptions"); state and approval choice values from the default change model
-("State model and transitions", docs.servicenow.com, Change Management).
+("State model and transitions", docs.servicenow.com, Change Management). `CHOICES` is also
+what the sandbox serves as `sys_choice` rows (`name`, `element`, `language`, `value`,
+`label`, `sequence`, `inactive`: "Choice table", ServiceNowDocs `r_ChoicesTable.md`), see
+`seed.load_base`.
 """
 
 from __future__ import annotations
@@ -144,6 +147,9 @@ _SPECS = [
     ),
     TableSpec("sys_journal_field", display_field="sys_id"),
     TableSpec(
+        "sys_choice", display_field="label", defaults={"language": "en", "inactive": "false"}
+    ),
+    TableSpec(
         "conflict",
         references={
             "change": "change_request",
@@ -189,6 +195,14 @@ INCIDENT_STATES = {
     "7": "Closed",
     "8": "Canceled",
 }
+#: dmn_demand.state is not in the published docs: as one real instance's export lists it.
+DEMAND_STATES = {
+    "1": "Draft",
+    "2": "Submitted",
+    "-4": "Qualified",
+    "8": "Approved",
+    "9": "Completed",
+}
 PROBLEM_STATES = {
     "101": "New",
     "102": "Assess",
@@ -233,6 +247,7 @@ CHOICES: dict[tuple[str, str], dict[str, str]] = {
     },
     ("incident", "state"): INCIDENT_STATES,
     ("problem", "state"): PROBLEM_STATES,
+    ("dmn_demand", "state"): DEMAND_STATES,
     ("task", "approval"): APPROVALS,
     # "Not In Maintenance Window": the documented GET .../conflict example; "CI Already
     # Scheduled": as quoted on the ServiceNow community (not from the choice list itself).
@@ -341,6 +356,7 @@ _FIELDS = {
     "yearly_type month float_week float_day notes override_start_date",
     "sys_user_group": "name description manager email active parent type",
     "sys_journal_field": "element_id element name value",
+    "sys_choice": "name element language value label sequence inactive dependent_value hint",
     "conflict": "change conflicting_change configuration_item related_configuration_item "
     "schedule type last_checked",
 }

@@ -13,6 +13,11 @@ Format::
 A reference may be given as a sys_id or as the display value (name, or number for tasks) of a
 row loaded earlier. A row may fix its own `sys_id` (and `number`). Rows go in raw: no field
 filtering and no change-model checks, so a seed can hold any state.
+
+Choice lists (`sys_choice`) come with every sandbox (`load_base`); `sys_choice` rows in a
+seed replace the base list of their table and field, e.g. an instance whose "Approved"
+demand state is 11: `sys_choice: [{name: dmn_demand, element: state, value: "11",
+label: Approved}, ...]`.
 """
 
 from __future__ import annotations
@@ -33,10 +38,26 @@ BASE_REL_TYPES = [
 
 
 def load_base(store: Store) -> None:
+    """What every instance ships with: relationship types and the choice lists (`sys_choice`,
+    one English row per value of `schema.CHOICES`, in its order)."""
     for name, parent, child in BASE_REL_TYPES:
         store.insert(
             "cmdb_rel_type", {"name": name, "parent_descriptor": parent, "child_descriptor": child}
         )
+    for (table, element), labels in schema.CHOICES.items():
+        for sequence, (value, label) in enumerate(labels.items(), start=1):
+            store.insert(
+                "sys_choice",
+                {
+                    "name": table,
+                    "element": element,
+                    "language": "en",
+                    "value": value,
+                    "label": label,
+                    "sequence": str(sequence * 10),
+                    "inactive": "false",
+                },
+            )
 
 
 def section(seed: dict[str, Any] | None) -> dict[str, Any]:
@@ -52,6 +73,12 @@ def load(store: Store, seed: dict[str, Any]) -> int:
     """Insert the seed's records; returns how many rows were added."""
     count = 0
     records = seed.get("records") or {}
+    replaced = {
+        (str(r.get("name")), str(r.get("element"))) for r in records.get("sys_choice") or []
+    }
+    for row in store.rows_of("sys_choice"):
+        if (row.get("name"), row.get("element")) in replaced:
+            store.delete(row)
     for table, rows in records.items():
         if not schema.is_known(table):
             raise ValueError(f"servicenow seed: unknown table {table!r}")

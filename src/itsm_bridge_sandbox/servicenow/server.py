@@ -17,9 +17,12 @@ Shapes and their sources (docs.servicenow.com, REST API reference, unless noted)
   change-management-api.md, releases xanadu and australia): `POST /api/sn_chg_rest/change/
   {sys_id}/conflict` starts a check and answers `{"result": "<sys_id of the check>"}`;
   `GET .../conflict` answers `{"result": {"status": "Conflict" | "Not Run", "last_run",
-  "record_count", "job_status", "conflicts": [...]}}`, each conflict field a
+  "record_count", "job_status", "conflicts": [...]}}` of the running or the last completed
+  check (running on the first GET after a POST, see `conflict.py`), each conflict field a
   `{"display_value", "value"}` object; `DELETE .../conflict` cancels a running check (200, no
-  body). 404 for an unknown change.
+  body); `GET .../nextstates` answers the legal next states (`change.py`). 404 for an
+  unknown change. With `change_api=False` the sandbox is an instance without this API: its
+  URLs answer 400 "Requested URI does not represent any resource".
 * "Batch API" (ServiceNowDocs, markdown/api-reference/rest-apis/batch-api.md): `POST
   /api/now/v1/batch`, see `batch.py`. With `batch_api=False` the sandbox is an instance
   without it: the batch URL answers 400 "Requested URI does not represent any resource", as
@@ -36,8 +39,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from itsm_bridge_sandbox.base import SandboxServer
-from itsm_bridge_sandbox.servicenow import batch, change, schema
+from itsm_bridge_sandbox.servicenow import batch, change, conflict, schema
 from itsm_bridge_sandbox.servicenow import seed as seeding
+from itsm_bridge_sandbox.servicenow.people import SandboxPeople
 from itsm_bridge_sandbox.servicenow.query import parse
 from itsm_bridge_sandbox.servicenow.records import TABLE_KEY, Store
 from itsm_bridge_sandbox.webapp import Handler, HTTPError, Request, Response
@@ -68,15 +72,16 @@ class Fault:
     after_write: bool = False
 
 
-class ServiceNowSandbox(SandboxServer):
+class ServiceNowSandbox(SandboxPeople, SandboxServer):
     """A local ServiceNow instance: Table API, default change model, conflict API.
 
     `seed` is the parsed `servicenow:` section of the sandbox seed (see `seed.py`); `now`
     replaces the clock (tests). `batch_api=False` turns the Batch API off; `batch_timeout`
     and `batch_item_limit` are its processing limits (items past them come back unserviced).
-    `reset()` restores all three. Helpers for tests and the demo: `approve_change`,
-    `reject_change`, `close_task`, `open_incident`, `record`, `insert`, `journal`,
-    `fail_next`.
+    `reset()` restores all three. `change_api=False` is an instance without the Change
+    Management API (`/api/sn_chg_rest`). Helpers for tests and the demo: `approve_change`
+    and `reject_change` (the approvers), `close_task`, `open_incident`, `record`, `insert`,
+    `journal`, `fail_next`.
     """
 
     system = "servicenow"
@@ -88,6 +93,7 @@ class ServiceNowSandbox(SandboxServer):
         password: str = "sandbox",
         now: Callable[[], datetime] | None = None,
         batch_api: bool = True,
+        change_api: bool = True,
     ) -> None:
         section = seeding.section(seed)
         user = section.get("user", user) if user == "sandbox" else user
@@ -96,7 +102,9 @@ class ServiceNowSandbox(SandboxServer):
         self._now = now or (lambda: datetime.now(UTC))
         self.store = Store(self._now)
         self.faults: list[Fault] = []
-        self._conflict_checked: set[str] = set()
+        self.conflicts = conflict.ConflictChecks()
+        self._change_api_default = change_api
+        self.change_api = change_api
         self._batch_default = batch_api
         self.batch_api = batch_api
         self.batch_timeout = batch.TIMEOUT_SECONDS
@@ -105,15 +113,16 @@ class ServiceNowSandbox(SandboxServer):
         self.reset()
 
     def reset(self) -> None:
-        """Back to the seeded state: records, numbers, faults, Batch API settings and the
-        request log."""
+        """Back to the seeded state: records, numbers, faults, conflict checks, Batch and
+        Change Management API settings and the request log."""
         with self.lock:
             self.batch_api = self._batch_default
             self.batch_timeout = batch.TIMEOUT_SECONDS
             self.batch_item_limit = None
             self.store = Store(self._now)
             self.faults.clear()
-            self._conflict_checked.clear()
+            self.conflicts.clear()
+            self.change_api = self._change_api_default
             self.requests.clear()
             seeding.load_base(self.store)
             if self._seed:
@@ -145,6 +154,8 @@ class ServiceNowSandbox(SandboxServer):
         self.app.add_route("POST", conflict, self._guard(self._conflict_start))
         self.app.add_route("GET", conflict, self._guard(self._conflict_get))
         self.app.add_route("DELETE", conflict, self._guard(self._conflict_cancel))
+        nextstates = "/api/sn_chg_rest/change/{sys_id}/nextstates"
+        self.app.add_route("GET", nextstates, self._guard(self._next_states))
         for path in ("/api/now/v1/batch", "/api/now/batch", "/api/now/v2/batch"):
             self.app.add_route("POST", path, self._guard(self._batch))
 
@@ -169,7 +180,8 @@ class ServiceNowSandbox(SandboxServer):
         rows = self.store.query(table, query)
         limit = _int(request.arg("sysparm_limit"), DEFAULT_LIMIT, minimum=1)
         offset = _int(request.arg("sysparm_offset"), 0, minimum=0)
-        page = rows[offset : offset + limit]
+        # sysparm_limit is applied before ACL evaluation: hidden rows leave the page short
+        page = [row for row in rows[offset : offset + limit] if self.store.readable(row)]
         base = _base_url(request)
         result = [self._render(row, request, base) for row in page]
         headers = {"X-Total-Count": str(len(rows))}
@@ -214,29 +226,32 @@ class ServiceNowSandbox(SandboxServer):
         self.store.delete(row)
         return Response(204, None)
 
-    def _conflict_start(self, request: Request) -> Response:
-        """Documented answer: 200 `{"result": "<sys_id of the conflict checking process>"}`.
-        The check runs to completion before the answer (a real one runs in the background)."""
+    def _change_row(self, request: Request) -> dict[str, str]:
+        """The change of a Change Management API URL (400 without the API, 404 unknown)."""
+        if not self.change_api:
+            raise batch.no_resource()
         row = self.store.get("change_request", request.params["sys_id"])
         if row is None:
             raise not_found()
-        change.run_conflict_check(self.store, row, self.user)
-        self._conflict_checked.add(row["sys_id"])
-        return Response(200, {"result": uuid.uuid4().hex})
+        return row
+
+    def _conflict_start(self, request: Request) -> Response:
+        """Documented answer: 200 `{"result": "<sys_id of the conflict checking process>"}`;
+        the check runs in the background (`conflict.ConflictChecks`)."""
+        row = self._change_row(request)
+        return Response(200, {"result": self.conflicts.start(self.store, row)})
 
     def _conflict_get(self, request: Request) -> Response:
-        row = self.store.get("change_request", request.params["sys_id"])
-        if row is None:
-            raise not_found()
-        ran = row["sys_id"] in self._conflict_checked
-        return Response(200, change.conflict_result(self.store, row, _base_url(request), ran))
+        row = self._change_row(request)
+        return Response(200, self.conflicts.result(self.store, row, _base_url(request)))
 
     def _conflict_cancel(self, request: Request) -> Response:
-        """Documented answer: 200 with no body. Nothing is ever running here, so it only
-        checks that the change exists."""
-        if self.store.get("change_request", request.params["sys_id"]) is None:
-            raise not_found()
+        """Documented answer: 200 with no body; a running check is cancelled."""
+        self.conflicts.cancel(self.store, self._change_row(request))
         return Response(200, None)
+
+    def _next_states(self, request: Request) -> Response:
+        return Response(200, change.next_states(self._change_row(request)))
 
     def _batch(self, request: Request) -> Response:
         """The Batch API; only `v1` exists (and only while `batch_api` is on)."""
@@ -312,81 +327,8 @@ class ServiceNowSandbox(SandboxServer):
                 return fault
         return None
 
-    # -- helpers for tests and the demo ----------------------------------------------------
-    def record(self, table: str, key: str) -> dict[str, str]:
-        """A copy of a row by sys_id, number or display value; KeyError when absent."""
-        with self.lock:
-            return _public(self._find(table, key))
-
-    def insert(self, table: str, **fields: Any) -> dict[str, str]:
-        """Add a raw row (any field, references by name, no model checks)."""
-        with self.lock:
-            if not schema.is_known(table):
-                raise KeyError(f"unknown table {table}")
-            sys_id = fields.pop("sys_id", None)
-            values, journal = self.store.prepare(table, fields, strict=False)
-            return _public(self.store.insert(table, values, journal, user="admin", sys_id=sys_id))
-
-    def approve_change(self, key: str, comment: str = "") -> dict[str, str]:
-        """The CAB approves: approval `approved`; a change in Authorize moves to Scheduled."""
-        with self.lock:
-            row = self._find("change_request", key)
-            values = {"approval": "approved"}
-            if row.get("state") == change.AUTHORIZE:
-                values["state"] = change.SCHEDULED
-            journal = [("comments", comment)] if comment else []
-            return _public(self.store.update(row, values, journal, user="cab.manager"))
-
-    def reject_change(self, key: str, comment: str) -> dict[str, str]:
-        """The CAB rejects: approval `rejected`, the change goes back to New."""
-        with self.lock:
-            row = self._find("change_request", key)
-            values = {"approval": "rejected", "state": change.NEW}
-            journal = [("comments", comment)] if comment else []
-            return _public(self.store.update(row, values, journal, user="cab.manager"))
-
-    def close_task(
-        self, key: str, close_code: str = "successful", notes: str = ""
-    ) -> dict[str, str]:
-        """Close a change_task (state 3) as its assignee would; `close_code` is one of
-        successful, successful_issues, unsuccessful (the change_task choices)."""
-        with self.lock:
-            row = self._find("change_task", key)
-            values = {
-                "state": "3",
-                "close_code": close_code,
-                "close_notes": notes,
-                "active": "false",
-                "closed_at": self.store.timestamp(),
-                "closed_by": "task.assignee",
-            }
-            return _public(self.store.update(row, values, user="task.assignee"))
-
-    def open_incident(self, **fields: Any) -> dict[str, str]:
-        """Raise an incident (e.g. `caused_by=<change number>`, `cmdb_ci="payments-api"`)."""
-        fields.setdefault("short_description", "Sandbox incident")
-        return self.insert("incident", **fields)
-
-    def journal(
-        self, key: str, element: str | None = None, table: str = "task"
-    ) -> list[dict[str, str]]:
-        """The journal entries (work_notes, comments) of a record, oldest first."""
-        with self.lock:
-            row = self._find(table, key)
-            return [_public(entry) for entry in self.store.journal(row["sys_id"], element)]
-
-    def _find(self, table: str, key: str) -> dict[str, str]:
-        row = self.store.find(table, key)
-        if row is None:
-            raise KeyError(f"no {table} record {key!r}")
-        return row
-
 
 # -- module helpers ------------------------------------------------------------------------
-def _public(row: dict[str, str]) -> dict[str, str]:
-    return {key: value for key, value in row.items() if key != TABLE_KEY}
-
-
 def _table(request: Request) -> str:
     table = request.params["table"]
     if not schema.is_known(table):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -32,7 +33,10 @@ SPECS = [
 
 @pytest.fixture
 def client() -> ServiceNowClient:
-    return ServiceNowClient(URL, "svc", SecretStr("pw"), attempts=2, sleep=lambda s: None)
+    # close codes as configured (no sys_choice request; test_choices.py covers the lookup)
+    codes = {"change_task.close_code": {"successful": "successful", "unsuccessful": "unsuccessful"}}
+    return ServiceNowClient(URL, "svc", SecretStr("pw"), attempts=2, sleep=lambda s: None,
+                            choices=codes)  # fmt: skip
 
 
 @pytest.fixture
@@ -148,6 +152,108 @@ def test_an_unknown_group_needs_a_human(
     with pytest.raises(NeedsHuman, match="Database Administration"):
         change_tasks.find_or_create(client, config, with_change(make_release()), SPECS[:1])
     assert not [c for c in responses.calls if c.request.method == "POST"]
+
+
+# -- unit: the rollback task (step 14) ------------------------------------------------------------
+ROLLBACK = TaskSpec(
+    key="rollback", name="Roll back", kind="automated", purpose="rollback",
+    job="payments/rollback", order=900,
+)  # fmt: skip
+MANUAL_ROLLBACK = ROLLBACK.model_copy(update={"kind": "manual", "job": None})
+
+
+def posted() -> list[dict[str, object]]:
+    return [json.loads(c.request.body) for c in responses.calls if c.request.method == "POST"]
+
+
+@responses.activate
+def test_the_rollback_alone_is_created_from_now_to_the_end_of_the_window(
+    client: ServiceNowClient, config: Settings, make_release: Callable[..., Release]
+) -> None:
+    release = with_change(make_release(failure_reason="HighErrorRate on payments"))
+    step9 = {"sys_id": "d" * 32, "number": "CTASK0010002", "correlation_id": f"{release.id}:deploy"}
+    responses.get(TASKS, json={"result": [step9]})
+    responses.get(GROUPS, json={"result": [{"sys_id": "g" * 32, "name": "Change Management"}]})
+    responses.post(
+        TASKS, json={"result": {"sys_id": "r" * 32, "number": "CTASK0010009"}}, status=201
+    )
+    now = datetime(2026, 12, 5, 22, 15, tzinfo=UTC)  # the window is 21:00-23:00
+
+    records = change_tasks.find_or_create(client, config, release, [ROLLBACK], now=now)
+
+    assert records is not None
+    assert [(r.key, r.number) for r in records] == [("rollback", "CTASK0010009")]
+    [body] = posted()
+    assert body["correlation_id"] == f"{release.id}:rollback"
+    assert body["change_task_type"] == "implementation"
+    assert body["assignment_group"] == "g" * 32
+    assert (body["planned_start_date"], body["planned_end_date"]) == (
+        "2026-12-05 22:15:00",
+        "2026-12-05 23:00:00",
+    )
+    text = str(body["description"])
+    assert "job payments/rollback" in text and "HighErrorRate on payments" in text
+    assert "by hand" not in text and "after the change window" not in text
+
+
+@responses.activate
+def test_a_manual_rollback_after_the_window_is_planned_for_the_release_duration(
+    client: ServiceNowClient, config: Settings, make_release: Callable[..., Release]
+) -> None:
+    release = with_change(make_release(duration="PT45M"))
+    responses.get(TASKS, json={"result": []})
+    responses.get(GROUPS, json={"result": [{"sys_id": "g" * 32, "name": "Change Management"}]})
+    responses.post(TASKS, json={"result": {"sys_id": "r" * 32}}, status=201)
+    now = datetime(2026, 12, 8, 10, tzinfo=UTC)  # three days after the window ended
+
+    change_tasks.find_or_create(client, config, release, [MANUAL_ROLLBACK], now=now)
+
+    [body] = posted()
+    assert (body["planned_start_date"], body["planned_end_date"]) == (
+        "2026-12-08 10:00:00",
+        "2026-12-08 10:45:00",
+    )
+    text = str(body["description"])
+    assert "Roll back by hand to the last good version, then close this task" in text
+    assert "Planned after the change window, which ended 2026-12-05 23:00:00 UTC." in text
+    assert "job" not in text
+    assert body["change_task_type"] == "implementation"
+
+
+def failed_rollback_job() -> Task:
+    record = ExternalRecord(
+        system="servicenow", kind="change_task", id="r" * 32, number="CTASK9", key="rollback"
+    )
+    return Task(
+        **ROLLBACK.model_dump(),
+        status=TaskStatus.FAILED,
+        record=record,
+        note="payments/rollback #7 FAILURE",
+    )
+
+
+@responses.activate
+def test_a_failed_rollback_job_leaves_its_task_open_for_a_person(
+    client: ServiceNowClient, make_release: Callable[..., Release]
+) -> None:
+    release = make_release(failure_reason="HighErrorRate")
+    automated = {"sys_id": "r" * 32, "state": "1", "description": "... with job payments/rb"}
+    responses.get(TASKS, json={"result": [automated]})
+    responses.patch(f"{TASKS}/{'r' * 32}", json={"result": {"sys_id": "r" * 32}})
+    handed_over = {**automated, "description": "Roll back by hand to the last good version, "
+                   "then close this task: close code Successful, or Unsuccessful with close "
+                   "notes if the rollback failed; itsm-bridge follows its state."}  # fmt: skip
+    responses.get(TASKS, json={"result": [handed_over]})
+
+    change_tasks.close(client, release, failed_rollback_job())
+    change_tasks.close(client, release, failed_rollback_job())  # reported twice: one write
+
+    bodies = [json.loads(c.request.body) for c in responses.calls if c.request.method == "PATCH"]
+    assert len(bodies) == 1
+    [body] = bodies
+    assert set(body) == {"description", "work_notes"}  # no state: it stays open
+    assert "Roll back by hand" in body["description"]
+    assert body["work_notes"].startswith("The rollback job failed: payments/rollback #7 FAILURE.")
 
 
 # -- unit: status and close -------------------------------------------------------------------
@@ -304,3 +410,30 @@ def test_close_of_a_finished_automated_task(
     )
     assert row["active"] == "false"
     assert len(snow.requests_to("PATCH", "/api/now/table/change_task")) == 1
+
+
+@pytest.mark.integration
+def test_the_rollback_task_from_a_failed_job_to_a_person_closing_it(
+    snow: ServiceNowSandbox, plugin: ServiceNowPlugin, make_release: Callable[..., Release]
+) -> None:
+    release = sandbox_release(snow, make_release)
+    plugin.create_tasks(release, SPECS)
+    [record] = plugin.create_tasks(release, [ROLLBACK]) or []
+    assert len(snow.requests_to("POST", "/api/now/table/change_task")) == 4
+    row = snow.record("change_task", record.id)
+    assert (row["correlation_id"], row["change_task_type"]) == (
+        f"{release.id}:rollback",
+        "implementation",
+    )
+
+    failed = Task(**ROLLBACK.model_dump(), record=record, status=TaskStatus.FAILED, note="#7")
+    plugin.task_finished(release, failed)
+    row = snow.record("change_task", record.id)
+    assert (row["state"], row["active"]) == ("1", "true")
+    assert "Roll back by hand" in row["description"]
+
+    manual = Task(**MANUAL_ROLLBACK.model_dump(), record=record)  # as the core hands it over
+    assert plugin.task_status(release, manual) == manual
+    snow.close_task(record.id, notes="rolled back to 1.3.9 by hand")
+    done = plugin.task_status(release, manual)
+    assert done is not None and done.status == TaskStatus.DONE

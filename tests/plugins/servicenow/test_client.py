@@ -251,3 +251,147 @@ def test_error_bodies_not_shaped_like_servicenow_are_still_reported(
         client.query("incident", "", ["sys_id"])
     with pytest.raises(HTTPRequestError, match="HTTP 400: <html>Bad Request"):
         client.update("incident", "abc", {})
+
+
+# -- paging: Link rel="next", short pages (sysparm_limit is applied before ACLs) -------------
+def link(*rels: tuple[str, int], limit: int = 2) -> dict[str, str]:
+    """A `Link` header in the documented `<url>;rel="next"` form (offset first, as the docs'
+    example; our client must not care about parameter or entry order)."""
+    entries = [
+        f"<{INCIDENTS}?sysparm_offset={offset}&sysparm_limit={limit}&sysparm_query=active%3Dtrue>"
+        f';rel="{rel}"'
+        for rel, offset in rels
+    ]
+    return {"Link": ",".join(entries)}
+
+
+def no_more_pages() -> None:
+    """A request past the pages registered so far fails the test instead of looping."""
+    responses.get(INCIDENTS, status=400, json=sn_error("no further page was expected"))
+
+
+@responses.activate
+def test_short_and_empty_pages_do_not_end_the_read_while_link_says_next(
+    client: ServiceNowClient,
+) -> None:
+    # rows 1 and 3-5 are hidden by ACLs: pages of 2 come back with 1, 0, 1 and 1 rows
+    pages = [
+        ([{"sys_id": "0"}], link(("next", 2), ("prev", -2), ("first", 0), ("last", 6))),
+        ([], link(("first", 0), ("prev", 0), ("next", 4), ("last", 6))),
+        ([{"sys_id": "5"}], link(("first", 0), ("prev", 2), ("next", 6), ("last", 6))),
+        ([{"sys_id": "6"}], link(("first", 0), ("prev", 4), ("last", 6))),
+    ]
+    for rows, headers in pages:
+        responses.get(INCIDENTS, json={"result": rows}, headers=headers)
+
+    no_more_pages()
+    found = client.query("incident", "active=true", ["sys_id"])
+
+    assert [r["sys_id"] for r in found] == ["0", "5", "6"]
+    assert len(responses.calls) == 4
+    sent = [params(call) for call in responses.calls]
+    assert [p["sysparm_offset"] for p in sent] == [["0"], ["2"], ["4"], ["6"]]
+    assert all(p["sysparm_limit"] == ["2"] for p in sent)
+    assert all(p["sysparm_suppress_pagination_header"] == ["false"] for p in sent)
+
+
+@responses.activate
+def test_a_full_page_without_next_is_the_last(client: ServiceNowClient) -> None:
+    responses.get(
+        INCIDENTS,
+        json={"result": [{"sys_id": "1"}, {"sys_id": "2"}]},
+        headers=link(("first", 0), ("prev", -2), ("last", 0)),
+    )
+    no_more_pages()
+    assert len(client.query("incident", "active=true", ["sys_id"])) == 2
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_a_limit_is_filled_across_short_pages(client: ServiceNowClient) -> None:
+    responses.get(INCIDENTS, json={"result": []}, headers=link(("next", 1), limit=1))
+    responses.get(INCIDENTS, json={"result": [{"sys_id": "b"}]}, headers=link(("next", 2), limit=1))
+    no_more_pages()
+    assert client.query("incident", "", ["sys_id"], limit=1) == [{"sys_id": "b"}]
+    assert [params(c)["sysparm_offset"] for c in responses.calls] == [["0"], ["1"]]
+
+
+@responses.activate
+def test_without_link_the_total_count_decides(client: ServiceNowClient) -> None:
+    responses.get(INCIDENTS, json={"result": [{"sys_id": "1"}]}, headers={"X-Total-Count": "3"})
+    responses.get(INCIDENTS, json={"result": [{"sys_id": "3"}]}, headers={"X-Total-Count": "3"})
+    no_more_pages()
+    assert len(client.query("incident", "", ["sys_id"])) == 2
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_a_link_that_goes_backwards_ends_the_read(client: ServiceNowClient) -> None:
+    responses.get(INCIDENTS, json={"result": [{"sys_id": "1"}]}, headers=link(("next", 0)))
+    no_more_pages()
+    assert len(client.query("incident", "", ["sys_id"])) == 1
+    assert len(responses.calls) == 1
+
+
+# -- the instance URL and values inside encoded queries ----------------------------------------
+@pytest.mark.parametrize(
+    ("url", "text"),
+    [
+        (f"https://svc_bridge:{SECRET}@acme.service-now.com", "must not carry credentials"),
+        ("https://svc_bridge@acme.service-now.com", "must not carry credentials"),
+        ("https://", "has no host"),
+        ("https:///api/now", "has no host"),
+        ("ftp://acme.service-now.com", "must be the instance URL"),
+        ("https://acme.service-now.com/?x=1", "must not carry a query"),
+    ],
+)
+def test_a_plugin_url_needs_a_host_and_no_credentials(url: str, text: str) -> None:
+    from itsm_bridge.errors import ConfigError
+    from itsm_bridge.plugins import build
+    from itsm_bridge.settings import settings_from_mapping
+    from itsm_bridge_servicenow import ServiceNowPlugin
+
+    bridge = settings_from_mapping(
+        {"plugins": {"servicenow": {"url": url, "user": "svc", "password": "pw"}}}
+    )
+    with pytest.raises(ConfigError) as err:
+        build(ServiceNowPlugin, "servicenow", bridge)
+    assert f"plugins.servicenow.url: Value error, {text}" in str(err.value)
+    assert SECRET not in str(err.value)
+    with pytest.raises(ValueError, match=text):
+        ServiceNowClient(url, "u", SecretStr("p"))
+
+
+def test_a_url_with_credentials_exits_2_naming_the_key(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pathlib import Path
+
+    from itsm_bridge.cli import main
+
+    config = Path(str(tmp_path)) / "bridge.yaml"
+    config.write_text(
+        "plugins:\n  enabled: [servicenow]\n  servicenow:\n"
+        f"    url: https://svc:{SECRET}@acme.service-now.com\n    user: svc\n    password: pw\n"
+    )
+    assert main(["-c", str(config), "check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "plugins.servicenow.url" in err and "credentials" in err
+    assert SECRET not in err
+
+
+def test_config_values_are_escaped_in_encoded_queries() -> None:
+    from itsm_bridge.errors import NeedsHuman
+    from itsm_bridge_servicenow.encoded import any_of, by_name_or_sys_id, escape
+
+    assert escape("R&D ^NQsys_id!=x^ORname=y") == "R&D ^^NQsys_id!=x^^ORname=y"
+    assert escape("a=b,c\nd") == "a=b,c\nd"
+    with pytest.raises(NeedsHuman, match="javascript:"):
+        escape(" JavaScript:gs.getUserID()")
+    assert any_of("name", ["Depends on::Used by", "A, B^C"]) == (
+        "name=Depends on::Used by^ORname=A, B^^C"
+    )
+    ids = ["0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"]
+    assert any_of("sys_id", ids) == f"sys_idIN{ids[0]},{ids[1]}"
+    assert by_name_or_sys_id(ids[0]) == f"sys_id={ids[0]}^NQname={ids[0]}"
+    assert by_name_or_sys_id("pay^NQsys_id!=") == "name=pay^^NQsys_id!="

@@ -46,3 +46,20 @@ def test_429_on_create_is_not_retried(
         plugin.client.create("incident", {"short_description": "x"})
     assert err.value.retry_after == 1.0
     assert len(snow.requests_to("POST", "/api/now/table/incident")) == 1
+
+
+def test_rows_hidden_by_acls_leave_short_pages_and_paging_goes_on(
+    snow: ServiceNowSandbox, make_plugin: Callable[..., ServiceNowPlugin]
+) -> None:
+    plugin = make_plugin(page_size=3)
+    groups = [snow.insert("sys_user_group", name=f"Team {n:02}") for n in range(10)]
+    for n in (0, 1, 2, 4):  # the whole first page and one row of the second
+        snow.store.hide(groups[n]["sys_id"])
+    snow.clear_log()
+
+    rows = plugin.client.query("sys_user_group", "nameSTARTSWITHTeam^ORDERBYname", ["name"])
+
+    assert [r["name"] for r in rows] == [f"Team {n:02}" for n in (3, 5, 6, 7, 8, 9)]
+    gets = snow.requests_to("GET", GROUPS)
+    assert [r.query["sysparm_offset"] for r in gets] == [["0"], ["3"], ["6"], ["9"]]
+    assert [r.status for r in gets] == [200, 200, 200, 200]

@@ -11,6 +11,7 @@ import base64
 import json
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,12 +27,13 @@ from itsm_bridge.settings import BridgeSettings, settings_from_mapping
 from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge_servicenow import ServiceNowPlugin, Settings
 from itsm_bridge_servicenow.client import ServiceNowClient
-from itsm_bridge_servicenow.cmdb import IN_CHUNK, identify_impact, link_impact
+from itsm_bridge_servicenow.cmdb import identify_impact, link_impact
 
 BASE = "https://acme.service-now.com"
 TABLE = re.compile(rf"{re.escape(BASE)}/api/now/table/(\w+)")
 TABLE_GETS = "/api/now/table/"
 BATCH = f"{BASE}/api/now/v1/batch"
+YEAR_END = (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
 
 
 # -- unit: a tiny Table API double for `responses` ------------------------------------------
@@ -55,11 +57,19 @@ class FakeTables:
 
     @staticmethod
     def matches(row: dict[str, str], query: str) -> bool:
+        """`^NQ` branches of `^` terms, each term `^OR`-alternatives of `fieldINa,b` or
+        `field=value` (`^^` a literal caret)."""
+        query = query.replace("^^", "\0")
         for branch in query.split("^NQ"):
             ok = True
-            for term in branch.split("^"):
-                field, op, value = re.match(r"([a-z_]+)(IN|=)(.*)", term).groups()  # type: ignore[union-attr]
-                ok &= row.get(field, "") in (value.split(",") if op == "IN" else [value])
+            for term in re.split(r"\^(?!OR)", branch):
+                alternatives = []
+                for part in term.split("^OR"):
+                    field, op, value = re.match(r"([a-z_]+)(IN|=)(.*)", part).groups()  # type: ignore[union-attr]
+                    value = value.replace("\0", "^")
+                    allowed = value.split(",") if op == "IN" else [value]
+                    alternatives.append(row.get(field, "") in allowed)
+                ok &= any(alternatives)
             if ok:
                 return True
         return False
@@ -123,7 +133,35 @@ def test_walk_is_narrow_batched_and_classifies_services() -> None:
         "childINdb,svc^typeINdep,run",
     ]
     assert [c["table"] for c in fake.calls[:2]] == ["cmdb_ci", "cmdb_rel_type"]
-    assert fake.calls[1]["sysparm_query"] == "nameINDepends on::Used by,Runs on::Runs"
+    assert fake.calls[1]["sysparm_query"] == "name=Depends on::Used by^ORname=Runs on::Runs"
+
+
+@responses.activate
+def test_in_lists_hold_100_sys_ids_each() -> None:
+    from itsm_bridge_servicenow.cmdb import query_in
+
+    fake = FakeTables({"cmdb_ci": []})
+    responses.add_callback(responses.GET, TABLE, callback=fake)
+    ids = [f"{n:032x}" for n in range(250)]
+    query_in(unit_client(), "cmdb_ci", "sys_id", ids + ids[:10], ("sys_id",))
+    sizes = [len(c["sysparm_query"].removeprefix("sys_idIN").split(",")) for c in fake.calls]
+    assert sizes == [100, 100, 50]
+
+
+@responses.activate
+def test_a_service_ci_given_by_sys_id_or_by_a_name_with_a_caret() -> None:
+    api = "0123456789abcdef0123456789abcdef"
+    graph = {**GRAPH, "cmdb_ci": [*GRAPH["cmdb_ci"],
+             {"sys_id": api, "name": "pay^NQapi", "sys_class_name": "cmdb_ci_appl"}]}  # fmt: skip
+    fake = FakeTables(graph)
+    responses.add_callback(responses.GET, TABLE, callback=fake)
+    for key in (api, "pay^NQapi"):
+        impact = identify_impact(unit_client(), unit_config(cmdb_depth=0), bridge(key), RELEASE)
+        assert impact is not None and [c.id for c in impact.cis] == [api]
+    assert [c["sysparm_query"] for c in fake.calls if c["table"] == "cmdb_ci"][::2] == [
+        f"sys_id={api}^NQname={api}",
+        "name=pay^^NQapi",
+    ]
 
 
 @responses.activate
@@ -271,7 +309,7 @@ def test_walk_of_500_cis_with_cycles_is_batched(
         for r in gets
         if "IN" in r.query["sysparm_query"][0] and "/cmdb_rel_type" not in r.path
     ]
-    assert max(in_lists) <= IN_CHUNK
+    assert max(in_lists) == 100  # ids per IN list: a literal, not the code's own constant
     # root + types + 3 levels x 2 directions x chunks (with paging) + details/services chunks
     assert len(gets) <= 45, len(gets)
     print(f"500-CI walk: {len(gets)} GETs for {len(names) + 3} CIs")
@@ -300,3 +338,53 @@ def test_link_impact_writes_no_duplicates_on_rerun(
         r for r in snow.store.rows_of("task_cmdb_ci_service") if r["task"] == change["sys_id"]
     ]
     assert [r["cmdb_ci_service"] for r in services] == [payments]
+
+
+# -- a CI named by sys_id works everywhere a name does --------------------------------------
+@responses.activate
+def test_lookup_takes_a_sys_id_or_a_unique_name() -> None:
+    from itsm_bridge_servicenow.change import lookup
+
+    group = "0123456789abcdef0123456789abcdef"
+    fake = FakeTables({"sys_user_group": [
+        {"sys_id": group, "name": "Change Management"},
+        {"sys_id": "g2", "name": "Twins"}, {"sys_id": "g3", "name": "Twins"},
+        {"sys_id": "g4", "name": "R^D"},
+    ]})  # fmt: skip
+    responses.add_callback(responses.GET, TABLE, callback=fake)
+    client = unit_client()
+    assert lookup(client, "sys_user_group", group, "the group") == group
+    assert lookup(client, "sys_user_group", "Change Management", "the group") == group
+    assert lookup(client, "sys_user_group", "R^D", "the group") == "g4"
+    with pytest.raises(NeedsHuman, match="several sys_user_group records have that name"):
+        lookup(client, "sys_user_group", "Twins", "the group")
+    with pytest.raises(NeedsHuman, match="'Nobody', which does not exist"):
+        lookup(client, "sys_user_group", "Nobody", "the group")
+    assert [c["sysparm_query"] for c in fake.calls[:3]] == [
+        f"sys_id={group}^NQname={group}",
+        "name=Change Management",
+        "name=R^^D",
+    ]
+
+
+@pytest.mark.integration
+def test_a_service_ci_given_by_sys_id_works_for_change_impact_and_schedules(
+    snow: ServiceNowSandbox, make_release: Callable[..., Release]
+) -> None:
+    api = snow.record("cmdb_ci", "payments-api")["sys_id"]
+    config = Settings.model_validate(
+        {"url": snow.url, "user": "sandbox", "password": "sandbox",
+         "assignment_group": snow.record("sys_user_group", "Change Management")["sys_id"]}
+    )  # fmt: skip
+    plugin = ServiceNowPlugin(
+        config, settings_from_mapping({"services": {"payments": {"ci": api}}})
+    )
+    release = make_release()
+
+    assert [f.name for f in plugin.freeze_periods(release, *YEAR_END)] == ["Year-end freeze"]
+    impact = plugin.identify_impact(release)
+    assert impact is not None and impact.cis[0].id == api
+    change = plugin.create_change(release.model_copy(update={"impact": impact}), None)
+    row = snow.record("change_request", change.id)
+    assert row["cmdb_ci"] == api
+    assert row["assignment_group"] == config.assignment_group

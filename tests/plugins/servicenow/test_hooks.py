@@ -24,9 +24,11 @@ from itsm_bridge.models import (
 from itsm_bridge.plugins import PluginHost, load_plugins
 from itsm_bridge.settings import settings_from_mapping
 from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
+from itsm_bridge_servicenow import change_review
 
 pytestmark = pytest.mark.integration
 START = datetime(2026, 12, 5, 21, tzinfo=UTC)
+FREEZE = datetime(2026, 12, 19, 21, tzinfo=UTC)  # a Saturday inside the year-end freeze
 
 
 @pytest.fixture
@@ -65,8 +67,8 @@ def release(**fields: Any) -> Release:
     return Release.model_validate({**base, **fields})
 
 
-def with_change(host: PluginHost) -> Release:
-    plain = release()
+def with_change(host: PluginHost, **fields: Any) -> Release:
+    plain = release(**fields)
     impact = _first(host.hook.identify_impact(release=plain))
     staged = plain.model_copy(update={"impact": impact})
     change = host.hook.create_change(release=staged, notes=None)
@@ -91,27 +93,70 @@ def test_hook_create_change(host: PluginHost, snow: ServiceNowSandbox) -> None:
     assert snow.record("change_request", ref.id)["correlation_id"] == release().id
 
 
-def test_hook_evaluate_change(host: PluginHost) -> None:
-    findings = [
-        f for result in host.hook.evaluate_change(release=with_change(host)) for f in result
+@pytest.fixture
+def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The conflict check's polling sleeps, recorded instead of slept."""
+    sleeps: list[float] = []
+    poll = change_review.ConflictPoll(sleep=sleeps.append)
+    monkeypatch.setattr(change_review, "DEFAULT_POLL", poll)
+    return sleeps
+
+
+def test_hook_evaluate_change(
+    host: PluginHost, snow: ServiceNowSandbox, no_sleep: list[float]
+) -> None:
+    clean = with_change(host)  # Saturday 22:00 Berlin: inside the weekly maintenance window
+    assert [f for result in host.hook.evaluate_change(release=clean) for f in result] == []
+    frozen = with_change(
+        host,
+        id="rel-20261128-hooks002",
+        window_start=FREEZE,
+        window_end=FREEZE + timedelta(hours=1),
+    )
+    number = frozen.records[0].number
+    findings = [f for result in host.hook.evaluate_change(release=frozen) for f in result]
+    assert [(f.severity, f.source, f.message) for f in findings] == [
+        (
+            "blocker",
+            "servicenow",
+            f"change {number} conflict: Blackout on payments-api (through payments) "
+            "with schedule Year-end freeze",
+        )
     ]
-    assert all(f.source for f in findings)
-    assert not [f for f in findings if f.severity == "blocker"]  # rollback job = back-out plan
+    evidence = findings[0].evidence
+    assert (evidence["type"], evidence["ci"], evidence["schedule"]) == (
+        "blackout",
+        "payments-api",
+        "Year-end freeze",
+    )
+    assert no_sleep == [0.5, 0.5]  # each check was seen running once, then finished
+    assert len(snow.requests_to("POST", "/api/sn_chg_rest/change/")) == 2
 
 
 def test_hook_release_changed(host: PluginHost, snow: ServiceNowSandbox) -> None:
     staged = with_change(host)
-    event = Event(
+    sys_id = staged.records[0].id
+    asked = Event(
         at=START,
         actor="itsm-bridge",
-        kind="step",
-        message="step 7 evaluate: waiting",
-        evidence={"step": 7, "status": "waiting"},
+        kind="approval",
+        message="approval of the change requested",
+        evidence={"status": "pending"},
     )
-    host.hook.release_changed(release=staged, event=event)
-    change = snow.record("change_request", staged.records[0].id)
-    assert change["state"] == "-3"  # Authorize: approval requested
-    assert any("step 7 evaluate" in j["value"] for j in snow.journal(change["sys_id"]))
+    host.hook.release_changed(release=staged, event=asked)
+    change = snow.record("change_request", sys_id)
+    assert (change["state"], change["approval"]) == ("-4", "requested")  # Assess: asked
+    [note] = snow.journal(sys_id, "work_notes")
+    assert "approval of the change requested" in note["value"]
+    host.hook.release_changed(release=staged, event=asked)  # redelivered: nothing more
+    assert len(snow.journal(sys_id, "work_notes")) == 1
+    chatter = asked.model_copy(
+        update={"kind": "step", "message": "step 11: waiting", "evidence": {"step": 11,
+                "status": "waiting"}}
+    )  # fmt: skip
+    calls = len(snow.requests)
+    host.hook.release_changed(release=staged, event=chatter)
+    assert len(snow.requests) == calls  # progress chatter: not a single call
 
 
 SPECS = [
@@ -135,6 +180,22 @@ def test_hook_task_status(host: PluginHost, snow: ServiceNowSandbox) -> None:
     assert host.hook.task_status(release=staged, task=manual).status == TaskStatus.PENDING
     snow.close_task(records[0].id, notes="stopped")
     assert host.hook.task_status(release=staged, task=manual).status == TaskStatus.DONE
+
+
+def test_hook_create_tasks_with_only_the_rollback(
+    host: PluginHost, snow: ServiceNowSandbox
+) -> None:
+    staged = with_change(host)
+    host.hook.create_tasks(release=staged, tasks=SPECS)  # step 9
+    rollback = TaskSpec(key="rollback", name="Roll back", purpose="rollback", order=900)
+    [record] = host.hook.create_tasks(release=staged, tasks=[rollback])  # step 14
+    assert record.key == "rollback" and record.number.startswith("CTASK")
+    row = snow.record("change_task", record.id)
+    assert row["change_request"] == staged.records[0].id
+    assert "Roll back by hand" in row["description"]
+    assert len(snow.requests_to("POST", "/api/now/table/change_task")) == 3
+    assert host.hook.create_tasks(release=staged, tasks=[rollback]) == [record]
+    assert len(snow.requests_to("POST", "/api/now/table/change_task")) == 3
 
 
 def test_hook_task_finished(host: PluginHost, snow: ServiceNowSandbox) -> None:
@@ -180,12 +241,14 @@ def test_hook_work_item_added(host: PluginHost, snow: ServiceNowSandbox) -> None
 
 
 def test_hook_update_service_levels(host: PluginHost, snow: ServiceNowSandbox) -> None:
-    host.hook.update_service_levels(release=release(state=ReleaseState.SUCCEEDED))
+    written = host.hook.update_service_levels(release=release(state=ReleaseState.SUCCEEDED))
+    assert written == [["cmdb_ci_service payments: version"]]  # one list per plugin
     patches = snow.requests_to("PATCH", "/api/now/table/")
     assert len(patches) == 1
     assert patches[0].json() == {"version": "2.0.0"}
-    host.hook.update_service_levels(release=release(state=ReleaseState.SUCCEEDED))
-    assert len(snow.requests_to("PATCH", "/api/now/table/")) == 1  # nothing changed
+    again = host.hook.update_service_levels(release=release(state=ReleaseState.SUCCEEDED))
+    assert again == [[]]  # nothing changed: nothing claimed
+    assert len(snow.requests_to("PATCH", "/api/now/table/")) == 1
 
 
 def test_hook_register_webhooks(host: PluginHost) -> None:
@@ -203,3 +266,13 @@ def test_hook_register_webhooks(host: PluginHost) -> None:
     with pytest.raises(WebhookRejected) as rejected:
         handler({"Authorization": "Bearer wrong"}, json.dumps(record).encode())
     assert rejected.value.status == 401
+
+
+def test_a_rolled_back_release_sets_no_service_level(
+    host: PluginHost, snow: ServiceNowSandbox
+) -> None:
+    rolled_back = release(state=ReleaseState.ROLLED_BACK).model_copy(
+        update={"failure_reason": "smoke test failed"}
+    )
+    assert host.hook.update_service_levels(release=rolled_back) == [[]]
+    assert snow.requests_to(None, "/api/now/table/cmdb_ci_service") == []

@@ -237,3 +237,21 @@ def test_open_for_failure_is_idempotent_even_after_a_lost_answer(
     assert row["cmdb_ci"] == snow.record("cmdb_ci", "payments-api")["sys_id"]
     assert row["assignment_group"] == snow.record("sys_user_group", "Payments Team")["sys_id"]
     assert "smoke test failed" in row["description"]
+
+
+@pytest.mark.integration
+def test_the_ci_and_the_group_may_be_given_by_sys_id(
+    snow: ServiceNowSandbox,
+    make_plugin: Callable[..., ServiceNowPlugin],
+    make_release: Callable[..., Release],
+) -> None:
+    ci = snow.record("cmdb_ci", "payments-api")["sys_id"]
+    group = snow.record("sys_user_group", "Payments Team")["sys_id"]
+    plugin = make_plugin(create_incident_on_failure=True, incident_assignment_group=group)
+    plugin.bridge.services["payments"].ci = ci
+    release = sandbox_release(snow, make_release)
+    incidents.open_for_failure(
+        plugin.client, plugin.config, plugin.bridge, release, failure(datetime.now(UTC))
+    )
+    [row] = [r for r in snow.store.rows_of("incident") if r.get("correlation_id")]
+    assert (row["cmdb_ci"], row["assignment_group"]) == (ci, group)

@@ -20,6 +20,7 @@ URL = "https://acme.service-now.com"
 DEMANDS = f"{URL}/api/now/table/dmn_demand"
 PROBLEMS = f"{URL}/api/now/table/problem"
 JOURNAL = f"{URL}/api/now/table/sys_journal_field"
+CHOICES = f"{URL}/api/now/table/sys_choice"
 SINCE = datetime(2026, 11, 1, 8, 30, tzinfo=UTC)
 ISSUE = BacklogItem(
     system="jira",
@@ -90,6 +91,7 @@ def test_pages_follow_a_keyset_cursor(client: ServiceNowClient) -> None:
         json={"result": [demand(1, "2026-11-02 10:00:00"), demand(2, "2026-11-02 10:00:00")]},
     )
     responses.get(DEMANDS, json={"result": [demand(3, "2026-11-03 09:00:00")]})
+    responses.get(CHOICES, json={"result": [{"value": "104", "label": "Fix in Progress"}]})
     responses.get(
         PROBLEMS,
         json={
@@ -128,10 +130,12 @@ def test_pages_follow_a_keyset_cursor(client: ServiceNowClient) -> None:
     )
     assert items[3].description == "Fix notes:\npatch the pool"
     queries = [query_of(c) for c in responses.calls]
-    assert queries[0].startswith("state=8^sys_updated_on>=2026-11-01 08:30:00^")
-    assert "sys_updated_on=2026-11-02 10:00:00^sys_id>d2" in queries[1]
-    assert queries[2].startswith("state=104^sys_updated_on>=2026-11-01 08:30:00^")
-    fields = parse_qs(urlsplit(responses.calls[2].request.url).query)["sysparm_fields"][0]
+    assert queries[0].startswith("name=problem^element=state^")  # the default: from sys_choice
+    assert queries[1].startswith("state=8^sys_updated_on>=2026-11-01 08:30:00^")  # configured
+    assert "sys_updated_on=2026-11-02 10:00:00^sys_id>d2" in queries[2]
+    assert queries[3].startswith("state=104^sys_updated_on>=2026-11-01 08:30:00^")
+    assert len(responses.calls) == 4
+    fields = parse_qs(urlsplit(responses.calls[3].request.url).query)["sysparm_fields"][0]
     assert set(fields.split(",")) == {
         "sys_id",
         "number",

@@ -20,7 +20,8 @@ from pydantic import SecretStr
 
 from itsm_bridge.errors import NeedsHuman
 from itsm_bridge.models import ConfigurationItem, Impact, Release
-from itsm_bridge.settings import BridgeSettings
+from itsm_bridge.plugins import PluginHost, load_plugins
+from itsm_bridge.settings import settings_from_mapping
 from itsm_bridge_sandbox.servicenow import ServiceNowSandbox
 from itsm_bridge_servicenow import ServiceNowPlugin, Settings
 from itsm_bridge_servicenow.client import ServiceNowClient
@@ -110,6 +111,31 @@ def test_occurrences_outside_the_horizon_or_unreadable_are_dropped() -> None:
     assert (
         span_occurrences(span("yesterday", "today"), "UTC", utc(2026, 1, 1), utc(2027, 1, 1)) == []
     )
+
+
+def test_repeat_until_zeros_or_blank_means_no_end_and_a_date_bounds_it() -> None:
+    horizon = (utc(2030, 6, 1), utc(2030, 6, 15))
+    for forever in ("00000000", "", "0000-00-00"):
+        entry = {**SATURDAY_NIGHT, "repeat_until": forever}
+        assert len(span_occurrences(entry, "Europe/Berlin", *horizon)) == 2
+    bounded = span("20260301T090000", "20260301T100000", "daily", repeat_until="2026-03-03")
+    got = span_occurrences(bounded, "UTC", utc(2026, 3, 1), utc(2026, 4, 1))
+    assert [s.day for s, _ in got] == [1, 2, 3]  # the last date included, dashes or not
+
+
+def test_all_day_entries_cover_whole_days_in_the_zone() -> None:
+    holiday = span("20261224T090000", "20261226T170000", "yearly", all_day="true")
+    got = span_occurrences(holiday, "Europe/Berlin", utc(2027, 1, 1), utc(2028, 1, 1))
+    assert got == [(utc(2027, 12, 23, 23), utc(2027, 12, 26, 23))]  # 24-26 Dec, CET
+    one_day = span("20260704T000000", "20260704T235959", "", all_day="true")
+    got = span_occurrences(one_day, "America/New_York", utc(2026, 7, 1), utc(2026, 8, 1))
+    assert got == [(utc(2026, 7, 4, 4), utc(2026, 7, 5, 4))]  # EDT midnight to midnight
+
+
+def test_days_of_week_digits_start_on_monday_and_floating_is_utc() -> None:
+    entry = span("20260105T060000", "20260105T070000", "weekly", days_of_week="153")
+    got = span_occurrences(entry, "Floating", utc(2026, 1, 5), utc(2026, 1, 12))
+    assert [(s.strftime("%a"), s.hour) for s, _ in got] == [("Mon", 6), ("Wed", 6), ("Fri", 6)]
 
 
 def test_an_unknown_time_zone_needs_a_human() -> None:
@@ -232,17 +258,112 @@ def test_year_end_blackout_from_the_seeded_schedule(
     assert plugin.freeze_periods(release, utc(2027, 2, 1), utc(2027, 3, 1)) == []
 
 
+def hook_host(snow: ServiceNowSandbox, ci: str) -> PluginHost:
+    """The plugin loaded as the core loads it, for a service whose CI is `ci`."""
+    return load_plugins(settings_from_mapping({
+        "plugins": {"enabled": ["servicenow"], "servicenow": {
+            "url": snow.url, "user": "sandbox", "password": "sandbox"}},
+        "services": {"payments": {"ci": ci}},
+    }))  # fmt: skip
+
+
+def hook_freezes(host: PluginHost, release: Release, start: datetime, end: datetime) -> list[Any]:
+    return [f for found in host.hook.freeze_periods(release=release, start=start, end=end)
+            for f in found if f.source == "servicenow"]  # fmt: skip
+
+
+def hook_windows(host: PluginHost, release: Release, start: datetime, end: datetime) -> list[Any]:
+    return [w for found in host.hook.maintenance_windows(release=release, start=start, end=end)
+            for w in found if w.source == "servicenow"]  # fmt: skip
+
+
 @pytest.mark.integration
-def test_before_step_8_the_service_ci_and_its_neighbours_are_used(
-    snow: ServiceNowSandbox,
-    plugin: ServiceNowPlugin,
-    bridge_settings: BridgeSettings,
-    make_release: Callable[..., Release],
+def test_without_an_impact_the_hook_uses_the_service_ci_and_its_neighbours(
+    snow: ServiceNowSandbox, make_release: Callable[..., Release]
 ) -> None:
-    release = make_release()  # no impact yet: the blackout sits on the parent service
-    got = blackouts(plugin.client, plugin.config, release, utc(2026, 12, 1), utc(2027, 1, 1),
-                    bridge=bridge_settings)  # fmt: skip
+    host = hook_host(snow, "payments-api")
+    release = make_release()  # no impact: the blackout sits on the parent service
+    got = hook_freezes(host, release, utc(2026, 12, 1), utc(2027, 1, 1))
     assert [f.name for f in got] == ["Year-end freeze"]
+    windows = hook_windows(host, release, utc(2026, 10, 20), utc(2026, 10, 27))
+    assert [(w.name, w.start) for w in windows] == [
+        ("Payments weekly maintenance", utc(2026, 10, 24, 20))
+    ]
+
+
+@pytest.mark.integration
+def test_the_hook_uses_the_impact_of_step_8_and_a_ci_named_by_sys_id(
+    snow: ServiceNowSandbox, make_release: Callable[..., Release]
+) -> None:
+    api = snow.record("cmdb_ci", "payments-api")["sys_id"]
+    host = hook_host(snow, api)
+    release = make_release()
+    [impact] = [i for i in host.hook.identify_impact(release=release) if i is not None]
+    assert impact.cis[0].id == api
+    release = release.model_copy(update={"impact": impact})
+    snow.clear_log()
+
+    windows = hook_windows(host, release, utc(2026, 10, 20), utc(2026, 11, 2))
+    freezes = hook_freezes(host, release, utc(2026, 12, 1), utc(2027, 1, 1))
+
+    assert [(w.start, w.end) for w in windows] == [
+        (utc(2026, 10, 24, 20), utc(2026, 10, 25, 0)),
+        (utc(2026, 10, 31, 21), utc(2026, 11, 1, 1)),
+    ]
+    assert [f.name for f in freezes] == ["Year-end freeze"]
+    tables = [r.path.rsplit("/", 1)[1] for r in snow.requests_to("GET", "/api/now/table/")]
+    assert tables == [  # no CI lookup, no walk: the impact is known
+        "cmn_schedule_maintenance", "cmdb_ci", "cmn_schedule_span",
+        "cmn_schedule_blackout", "cmn_schedule_span",
+    ]  # fmt: skip
+
+
+@pytest.mark.integration
+def test_condition_schedules_and_a_cis_own_maintenance_schedule_through_the_hook(
+    snow: ServiceNowSandbox, make_release: Callable[..., Release]
+) -> None:
+    host = hook_host(snow, "payments-api")
+    # cmn_schedule_condition: a CI class and a condition on it (Source "CI Class")
+    snow.insert("cmn_schedule_maintenance", name="Linux patch nights", time_zone="UTC",
+                applies_to="cmdb_ci_linux_server", condition="nameSTARTSWITHpay-app")  # fmt: skip
+    snow.insert("cmn_schedule_span", schedule="Linux patch nights", name="Tuesday",
+                start_date_time="20260106T010000", end_date_time="20260106T030000",
+                repeat_type="weekly", days_of_week="2")  # fmt: skip
+    snow.insert("cmn_schedule_maintenance", name="Windows patch nights", time_zone="UTC",
+                applies_to="cmdb_ci_linux_server", condition="nameSTARTSWITHwin-")  # fmt: skip
+    snow.insert("cmn_schedule_span", schedule="Windows patch nights", name="Wednesday",
+                start_date_time="20260107T010000", end_date_time="20260107T030000",
+                repeat_type="weekly", days_of_week="3")  # fmt: skip
+    # a CI's own maintenance_schedule reference (a plain cmn_schedule)
+    own = snow.insert("cmn_schedule", name="DB host window", time_zone="Europe/London")
+    snow.insert("cmn_schedule_span", schedule="DB host window", name="Sunday",
+                start_date_time="20260104T060000", end_date_time="20260104T080000",
+                repeat_type="weekly", days_of_week="7", repeat_until="00000000")  # fmt: skip
+    with snow.lock:
+        snow.store.find("cmdb_ci", "pay-db-01")["maintenance_schedule"] = own["sys_id"]  # type: ignore[index]
+    # Source "Change Request": applies to change requests, so to every release's freezes
+    snow.insert("cmn_schedule_blackout", name="Board meeting freeze", time_zone="UTC",
+                applies_to="change_request", condition="type=normal")  # fmt: skip
+    snow.insert("cmn_schedule_span", schedule="Board meeting freeze", name="Day",
+                start_date_time="20260708T000000", end_date_time="20260708T235959",
+                all_day="true")  # fmt: skip
+    release = make_release()
+    release = release.model_copy(update={"impact": next(
+        i for i in host.hook.identify_impact(release=release) if i is not None)})  # fmt: skip
+
+    windows = hook_windows(host, release, utc(2026, 7, 5), utc(2026, 7, 13))
+    freezes = hook_freezes(host, release, utc(2026, 7, 1), utc(2026, 8, 1))
+
+    assert sorted(
+        (w.name, w.start) for w in windows if w.name != "Payments weekly maintenance"
+    ) == [
+        ("DB host window", utc(2026, 7, 5, 5)),  # 06:00 BST
+        ("DB host window", utc(2026, 7, 12, 5)),
+        ("Linux patch nights", utc(2026, 7, 7, 1)),
+    ]
+    assert [(f.name, f.start, f.end) for f in freezes] == [
+        ("Board meeting freeze", utc(2026, 7, 8), utc(2026, 7, 9))
+    ]
 
 
 @pytest.mark.integration

@@ -47,7 +47,7 @@ def query_of(call: responses.Call) -> str:
 def test_nothing_configured_means_nothing_asked(
     client: ServiceNowClient, bridge_settings: BridgeSettings, make_release: Callable[..., Release]
 ) -> None:
-    service_levels.update(client, settings({}), bridge_settings, make_release())
+    assert service_levels.update(client, settings({}), bridge_settings, make_release()) == []
     assert not responses.calls
 
 
@@ -64,8 +64,9 @@ def test_only_the_fields_that_differ_are_patched_once(
     }
     responses.get(SERVICES, json={"result": [current]})
     responses.patch(f"{SERVICES}/s1", json={"result": {"sys_id": "s1"}})
-    service_levels.update(client, settings(FIELDS), bridge_settings, release)
-    assert query_of(responses.calls[0]) == "nameINpayments-api,payments"
+    written = service_levels.update(client, settings(FIELDS), bridge_settings, release)
+    assert written == ["cmdb_ci_service payments: version"]
+    assert query_of(responses.calls[0]) == "name=payments-api^ORname=payments"
     assert json.loads(responses.calls[1].request.body) == {"version": "1.4.0"}
     assert len(responses.calls) == 2
 
@@ -85,7 +86,7 @@ def test_equal_values_write_nothing(
         },
     ]
     responses.get(SERVICES, json={"result": rows})
-    service_levels.update(client, settings(FIELDS), bridge_settings, release)
+    assert service_levels.update(client, settings(FIELDS), bridge_settings, release) == []
     assert [c.request.method for c in responses.calls] == ["GET"]  # the CI's own record wins
 
 
@@ -100,14 +101,49 @@ def test_service_offerings_of_the_service_are_each_updated(
     ]
     responses.get(offerings, json={"result": rows})
     responses.patch(f"{offerings}/o1", json={"result": {"sys_id": "o1"}})
-    service_levels.update(
+    written = service_levels.update(
         client,
         settings({"version": "{version}"}, "service_offering"),
         bridge_settings,
         make_release(),
     )
-    assert query_of(responses.calls[0]) == "parent.nameINpayments-api,payments^ORDERBYname"
+    assert written == ["service_offering Payments Gold: version"]  # Silver had it already
+    assert query_of(responses.calls[0]) == (
+        "parent.name=payments-api^ORparent.name=payments^ORDERBYname"
+    )
     assert [c.request.method for c in responses.calls] == ["GET", "PATCH"]
+
+
+@pytest.mark.parametrize("table", ["cmdb_ci_service", "service_offering"])
+@responses.activate
+def test_a_ci_given_by_sys_id_is_found_by_its_sys_id(
+    client: ServiceNowClient,
+    bridge_settings: BridgeSettings,
+    make_release: Callable[..., Release],
+    table: str,
+) -> None:
+    ci = "5" * 32
+    bridge_settings.services["payments"].ci = ci
+    release = make_release(service="payments")
+    url = f"{URL}/api/now/table/{table}"
+    rows = [{"sys_id": "s9", "name": "payments", "version": "0"},
+            {"sys_id": ci, "name": "Payments, EU^1", "version": "0"}]  # fmt: skip
+    responses.get(url, json={"result": rows})
+    responses.patch(f"{url}/{ci}", json={"result": {}})
+    responses.patch(f"{url}/s9", json={"result": {}})
+    written = service_levels.update(
+        client, settings({"version": "{version}"}, table), bridge_settings, release
+    )
+    if table == "service_offering":
+        assert query_of(responses.calls[0]) == f"parent={ci}^ORparent.name=payments^ORDERBYname"
+        assert len(written) == 2
+    else:
+        assert query_of(responses.calls[0]) == f"sys_id={ci}^ORname=payments"
+        assert written == ["cmdb_ci_service Payments, EU^1: version"]  # the CI itself wins
+
+
+def test_a_name_with_a_comma_or_caret_stays_one_value() -> None:
+    assert service_levels.named(["Pay, EU^1"]) == "name=Pay, EU^^1"
 
 
 @pytest.mark.parametrize("template", ["{owner}", "{version!r}", "{version"])
@@ -141,8 +177,8 @@ def test_the_service_record_is_patched_once_then_left_alone(
 ) -> None:
     plugin = make_plugin(service_levels={"fields": FIELDS})
     release = make_release()
-    plugin.update_service_levels(release)
-    plugin.update_service_levels(release)  # a re-run, a little later
+    assert plugin.update_service_levels(release) == ["cmdb_ci_service payments: version, comments"]
+    assert plugin.update_service_levels(release) == []  # a re-run, a little later
 
     row = snow.record("cmdb_ci_service", "payments")
     assert row["version"] == "1.4.0"

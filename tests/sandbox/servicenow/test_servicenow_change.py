@@ -1,4 +1,4 @@
-"""The default change model over the Table API, and the CAB helpers."""
+"""The default change model over the Table API, nextstates, and the approver helpers."""
 
 from __future__ import annotations
 
@@ -32,17 +32,22 @@ def test_normal_change_walk_new_to_closed(
 ) -> None:
     chg = _create(http, url)
     sid = chg["sys_id"]
-    assert _patch(http, url, sid, state="-4").json()["result"]["state"] == "-4"
-    authorize = _patch(http, url, sid, state="-3").json()["result"]
-    assert authorize["approval"] == "requested"
+    assess = _patch(http, url, sid, state="-4").json()["result"]
+    assert (assess["state"], assess["approval"]) == ("-4", "requested")  # approval requested
+    refused = _patch(http, url, sid, state="-3")  # the approvers' move, never the requester's
+    assert refused.status_code == 403
+    assert "only the approval of the technical approvers" in refused.json()["error"]["detail"]
+    assert _patch(http, url, sid, state="-2").status_code == 403
+    technical = sn.approve_change(chg["number"], comment="tech: fine", levels=1)
+    assert (technical["state"], technical["approval"]) == ("-3", "requested")  # CAB's turn
     refused = _patch(http, url, sid, state="-2")
-    assert refused.status_code == 403  # not approved yet
-    assert "approved" in refused.json()["error"]["detail"]
+    assert refused.status_code == 403 and "the CAB" in refused.json()["error"]["detail"]
     approved = sn.approve_change(chg["number"], comment="CAB: go")
     assert (approved["approval"], approved["state"]) == ("approved", "-2")
     assert _patch(http, url, sid, state="-2").status_code == 200  # same state: no-op
     assert _patch(http, url, sid, state="-1").json()["result"]["state"] == "-1"
     assert _patch(http, url, sid, state="0").json()["result"]["state"] == "0"
+    assert _patch(http, url, sid, state="4").status_code == 403  # Review cannot be canceled
     missing = _patch(http, url, sid, state="3")
     assert missing.status_code == 403
     assert missing.json()["error"]["message"] == "Operation Failed"
@@ -52,7 +57,32 @@ def test_normal_change_walk_new_to_closed(
     ).json()["result"]
     assert (closed["state"], closed["active"]) == ("3", "false")
     assert closed["closed_at"]
-    assert [e["value"] for e in sn.journal(chg["number"], "comments")] == ["CAB: go"]
+    comments = sn.journal(chg["number"], "comments")
+    assert [(e["value"], e["sys_created_by"]) for e in comments] == [
+        ("tech: fine", "tech.approver"),
+        ("CAB: go", "cab.manager"),
+    ]
+
+
+def test_one_call_walks_every_approval_level(
+    http: requests.Session, url: str, sn: ServiceNowSandbox
+) -> None:
+    chg = _create(http, url)
+    _patch(http, url, chg["sys_id"], state="-4")
+    approved = sn.approve_change(chg["sys_id"], "ok")
+    assert (approved["state"], approved["approval"]) == ("-2", "approved")
+    assert [e["value"] for e in sn.journal(chg["number"], "comments")] == ["ok"]
+
+
+def test_nothing_to_approve_before_the_requester_asks(
+    http: requests.Session, url: str, sn: ServiceNowSandbox
+) -> None:
+    chg = _create(http, url)
+    with pytest.raises(ValueError, match="not waiting for an approval"):
+        sn.approve_change(chg["number"])
+    with pytest.raises(ValueError, match="must ask for approval first"):
+        sn.reject_change(chg["number"], "no")
+    assert sn.record("change_request", chg["number"])["state"] == "-5"
 
 
 def test_skipping_a_state_is_refused_like_a_business_rule(http: requests.Session, url: str) -> None:
@@ -83,13 +113,24 @@ def test_cancel_from_any_open_state_but_not_after_close(http: requests.Session, 
     assert _patch(http, url, chg["sys_id"], state="-5").status_code == 403
 
 
+def test_revert_to_new_resets_the_approval(http: requests.Session, url: str) -> None:
+    chg = _create(http, url)
+    _patch(http, url, chg["sys_id"], state="-4")
+    reverted = _patch(http, url, chg["sys_id"], state="-5").json()["result"]
+    assert (reverted["state"], reverted["approval"]) == ("-5", "not requested")
+
+
 def test_standard_change_is_preapproved_and_goes_straight_to_scheduled(
-    http: requests.Session, url: str
+    http: requests.Session, url: str, sn: ServiceNowSandbox
 ) -> None:
     chg = _create(http, url, type="standard")
     assert chg["approval"] == "approved"
     assert _patch(http, url, chg["sys_id"], state="-4").status_code == 403
     assert _patch(http, url, chg["sys_id"], state="-2").json()["result"]["state"] == "-2"
+    with pytest.raises(ValueError):
+        sn.approve_change(chg["sys_id"])  # nothing to approve on a standard change
+    unapproved = _create(http, url, type="standard", approval="not requested")
+    assert _patch(http, url, unapproved["sys_id"], state="-2").status_code == 403
 
 
 def test_emergency_change_skips_assess(
@@ -100,7 +141,9 @@ def test_emergency_change_skips_assess(
     assert _patch(http, url, chg["sys_id"], state="-3").json()["result"]["approval"] == (
         "requested"
     )
-    sn.approve_change(chg["sys_id"])
+    assert _patch(http, url, chg["sys_id"], state="-2").status_code == 403  # the CAB's move
+    approved = sn.approve_change(chg["sys_id"], levels=1)  # the CAB: one level only
+    assert (approved["state"], approved["approval"]) == ("-2", "approved")
     for state in ("-1", "0"):
         assert _patch(http, url, chg["sys_id"], state=state).status_code == 200
 
@@ -110,16 +153,66 @@ def test_reject_sends_the_change_back_to_new(
 ) -> None:
     chg = _create(http, url)
     _patch(http, url, chg["sys_id"], state="-4")
-    _patch(http, url, chg["sys_id"], state="-3")
+    sn.approve_change(chg["number"], levels=1)
     rejected = sn.reject_change(chg["number"], "too risky before year end")
     assert (rejected["state"], rejected["approval"]) == ("-5", "rejected")
     journal = http.get(
         f"{url}/api/now/table/sys_journal_field",
         params={"sysparm_query": f"element_id={chg['sys_id']}^element=comments"},
     ).json()["result"]
-    assert [j["value"] for j in journal] == ["too risky before year end"]
+    assert [(j["value"], j["sys_created_by"]) for j in journal] == [
+        ("too risky before year end", "cab.manager")
+    ]
     again = _patch(http, url, chg["sys_id"], state="-4").json()["result"]
-    assert again["approval"] == "not requested"
+    assert (again["state"], again["approval"]) == ("-4", "requested")  # asked again
+
+
+NEXT = "/api/sn_chg_rest/change/{}/nextstates"
+
+
+def test_nextstates_lists_the_requesters_moves_and_the_approvers_as_unavailable(
+    http: requests.Session, url: str, sn: ServiceNowSandbox
+) -> None:
+    chg = _create(http, url)
+    new = http.get(url + NEXT.format(chg["sys_id"])).json()["result"]
+    assert new["available_states"] == ["-5", "-4", "4"]  # the current state included
+    assert new["state_label"] == {"-5": "New", "-4": "Assess", "4": "Canceled"}
+    assert [[t["to_state"] for t in group] for group in new["state_transitions"]] == [
+        ["-4"],
+        ["4"],
+    ]
+    assert all(t["transition_available"] for g in new["state_transitions"] for t in g)
+    _patch(http, url, chg["sys_id"], state="-4")
+    assess = http.get(url + NEXT.format(chg["sys_id"])).json()["result"]
+    assert assess["available_states"] == ["-4", "-5", "-3", "4"]
+    [to_authorize] = assess["state_transitions"][1]
+    assert to_authorize["from_state"] == "-4" and to_authorize["to_state"] == "-3"
+    assert to_authorize["display_value"] == "Assess to Authorize"
+    assert (to_authorize["transition_available"], to_authorize["automatic_transition"]) == (
+        False,
+        True,
+    )
+    [condition] = to_authorize["conditions"]
+    assert condition["passed"] is False
+    assert condition["condition"]["name"] == "Approved by the technical approvers"
+
+
+def test_nextstates_unknown_change_and_instance_without_the_api(
+    http: requests.Session, url: str, sn: ServiceNowSandbox
+) -> None:
+    missing = http.get(url + NEXT.format("f" * 32))
+    assert missing.status_code == 404
+    assert missing.json()["error"]["message"] == "No Record found"
+    chg = _create(http, url)
+    sn.change_api = False
+    for method, path in (("GET", NEXT), ("POST", "/api/sn_chg_rest/change/{}/conflict")):
+        answer = http.request(method, url + path.format(chg["sys_id"]))
+        assert answer.status_code == 400
+        assert answer.json()["error"]["message"] == (
+            "Requested URI does not represent any resource"
+        )
+    sn.reset()
+    assert sn.change_api is True
 
 
 def test_change_tasks_and_close_task(

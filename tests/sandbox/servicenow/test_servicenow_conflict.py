@@ -6,6 +6,7 @@ markdown/api-reference/rest-apis/change-management-api.md, releases xanadu and a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -27,13 +28,18 @@ def _change(sn: ServiceNowSandbox, start: str, end: str, **fields: Any) -> dict[
 
 
 def _check(http: requests.Session, url: str, sys_id: str) -> dict[str, Any]:
+    """POST a check, then GET until it finished: the first GET reports it running."""
     started = http.post(url + CONFLICT.format(sys_id))
     assert started.status_code == 200
     worker = started.json()["result"]  # the sys_id of the checking process, a plain string
     assert isinstance(worker, str) and len(worker) == 32
+    running = http.get(url + CONFLICT.format(sys_id)).json()["result"]
+    assert (running["job_status"], running["conflicts"]) == ("1", [])
     response = http.get(url + CONFLICT.format(sys_id))
     assert response.status_code == 200
-    return response.json()["result"]
+    result = response.json()["result"]
+    assert result["job_status"] == "2" and result["last_run"] == running["last_run"]
+    return result
 
 
 def _types(result: dict[str, Any]) -> list[str]:
@@ -125,6 +131,58 @@ def test_before_any_check_and_unknown_change(
         missing = http.request(method, url + CONFLICT.format("f" * 32))
         assert missing.status_code == 404
         assert missing.json()["error"]["message"] == "No Record found"
+
+
+def test_every_run_is_reported_running_first_and_starts_later_than_the_last(
+    http: requests.Session, url: str, sn: ServiceNowSandbox
+) -> None:
+    chg = _change(sn, "2026-11-24 10:00:00", "2026-11-24 11:00:00")
+    first = _check(http, url, chg["sys_id"])
+    second = _check(http, url, chg["sys_id"])  # within the same second, most likely
+    assert second["last_run"] > first["last_run"]
+    again = http.get(url + CONFLICT.format(chg["sys_id"])).json()["result"]
+    assert again == second  # the last completed run, as often as it is read
+
+
+def test_runs_in_the_same_second_are_told_apart(seed: dict[str, Any]) -> None:
+    frozen = datetime(2026, 11, 20, 9, tzinfo=UTC)
+    sn = ServiceNowSandbox(seed, now=lambda: frozen)  # not started: no HTTP needed
+    chg = sn.store.get(
+        "change_request", _change(sn, "2026-11-24 10:00:00", "2026-11-24 11:00:00")["sys_id"]
+    )
+    assert chg is not None
+    starts = []
+    for _ in range(3):
+        sn.conflicts.start(sn.store, chg)
+        starts.append(sn.conflicts.result(sn.store, chg, "http://x")["result"]["last_run"])
+    assert starts == ["2026-11-20 09:00:00", "2026-11-20 09:00:01", "2026-11-20 09:00:02"]
+
+
+def test_a_change_without_dates_or_ci_cannot_be_checked(
+    http: requests.Session, url: str, sn: ServiceNowSandbox
+) -> None:
+    no_dates = sn.insert("change_request", short_description="x", cmdb_ci="payments-api")
+    no_ci = sn.insert(
+        "change_request", short_description="y", start_date="2026-11-24 10:00:00",
+        end_date="2026-11-24 11:00:00",
+    )  # fmt: skip
+    for chg, why in ((no_dates, "planned start and end dates"), (no_ci, "configuration item")):
+        refused = http.post(url + CONFLICT.format(chg["sys_id"]))
+        assert refused.status_code == 400
+        assert why in refused.json()["error"]["detail"]
+        status = http.get(url + CONFLICT.format(chg["sys_id"])).json()["result"]["status"]
+        assert status == "Not Run"
+
+
+def test_cancel_a_running_check(http: requests.Session, url: str, sn: ServiceNowSandbox) -> None:
+    chg = _change(sn, "2026-11-24 10:00:00", "2026-11-24 11:00:00")
+    _check(http, url, chg["sys_id"])
+    http.post(url + CONFLICT.format(chg["sys_id"]))
+    assert http.delete(url + CONFLICT.format(chg["sys_id"])).status_code == 200
+    after = http.get(url + CONFLICT.format(chg["sys_id"])).json()["result"]
+    assert (after["status"], after["conflicts"]) == ("Not Run", [])
+    assert sn.record("change_request", chg["number"])["conflict_status"] == "Not Run"
+    assert http.get(f"{url}/api/now/table/conflict").headers["X-Total-Count"] == "0"
 
 
 def test_cancel_answers_200_without_a_body(

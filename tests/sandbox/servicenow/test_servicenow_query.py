@@ -60,6 +60,10 @@ def test_or_binds_tighter_than_and() -> None:
 
 def test_escaped_caret_in_value() -> None:
     assert parse("short_description=a^^b").matches({"short_description": "a^b"}, _get)
+    injected = parse("name=pay^^NQname!=x^^ORstate=1")  # one term, not a new query or an OR
+    assert len(injected.branches) == 1 and len(injected.branches[0]) == 1
+    assert injected.matches({"name": "pay^NQname!=x^ORstate=1"}, _get)
+    assert not injected.matches({"name": "other", "state": "1"}, _get)
 
 
 def test_order_by_over_http(http: requests.Session, url: str, sn: ServiceNowSandbox) -> None:

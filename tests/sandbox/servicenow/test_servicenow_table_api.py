@@ -152,6 +152,52 @@ def test_list_headers_total_count_and_link(http: requests.Session, url: str) -> 
     assert "Link" not in quiet.headers and quiet.headers["X-Total-Count"] == "5"
 
 
+def test_the_limit_applies_before_acls_so_pages_run_short(
+    http: requests.Session, url: str, sn: ServiceNowSandbox
+) -> None:
+    rows = [sn.insert("incident", short_description=f"i{n}") for n in range(5)]
+    sn.store.hide(rows[0]["sys_id"])
+    sn.store.hide(rows[1]["sys_id"])
+    params = {"sysparm_limit": "2", "sysparm_query": "ORDERBYnumber"}
+    first = http.get(f"{url}{TABLE}/incident", params=params)
+    assert first.json()["result"] == []  # both rows of the page are hidden
+    assert first.headers["X-Total-Count"] == "5"  # counted before the ACLs
+    assert 'sysparm_offset=2>;rel="next"' in first.headers["Link"]
+    second = http.get(f"{url}{TABLE}/incident", params={**params, "sysparm_offset": "2"})
+    assert [r["number"] for r in second.json()["result"]] == [rows[2]["number"], rows[3]["number"]]
+    sn.reset()
+    assert not sn.store.hidden
+
+
+def test_the_choice_lists_are_served_from_sys_choice(http: requests.Session, url: str) -> None:
+    rows = http.get(
+        f"{url}{TABLE}/sys_choice",
+        params={
+            "sysparm_query": "name=dmn_demand^element=state^language=en^inactive=false"
+            "^ORDERBYsequence",
+            "sysparm_fields": "value,label",
+        },
+    ).json()["result"]
+    assert {"value": "8", "label": "Approved"} in rows
+    close_codes = http.get(
+        f"{url}{TABLE}/sys_choice",
+        params={"sysparm_query": "name=change_task^element=close_code", "sysparm_fields": "value"},
+    ).json()["result"]
+    assert [r["value"] for r in close_codes] == ["successful", "successful_issues", "unsuccessful"]
+
+
+def test_a_seeds_choice_list_replaces_the_base_one() -> None:
+    seed = {"records": {"sys_choice": [
+        {"name": "dmn_demand", "element": "state", "value": "1", "label": "Draft"},
+        {"name": "dmn_demand", "element": "state", "value": "11", "label": "Approved"},
+    ]}}  # fmt: skip
+    sandbox = ServiceNowSandbox(seed)  # not started: the store is enough
+    rows = sandbox.store.rows_of("sys_choice")
+    demand = sorted((r["value"], r["label"]) for r in rows if r["name"] == "dmn_demand")
+    assert demand == [("1", "Draft"), ("11", "Approved")]
+    assert any(r["name"] == "problem" and r["label"] == "Fix in Progress" for r in rows)
+
+
 def test_sysparm_fields_limits_the_fields(http: requests.Session, url: str) -> None:
     response = http.get(
         f"{url}{TABLE}/cmdb_ci",
