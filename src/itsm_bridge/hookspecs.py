@@ -410,8 +410,10 @@ def release_changed(release: Release, event: Event) -> None:
       group, record}]``), and again when the rollback task is added (step 14);
     - ``task``: a task finished; evidence ``task`` (key), ``name``, ``status`` (done or
       failed), ``note``;
-    - ``approval``: approval was requested (evidence ``status`` pending) or decided
-      (``approved`` or ``rejected``, with ``by`` and ``comment``);
+    - ``approval``: approval is requested (evidence ``status`` pending: a plugin that owns
+      approval asks for it now, e.g. moves the change to Assess; the core reads
+      ``approval_status`` only after this event was delivered, also after ``release retry``)
+      or decided (``approved`` or ``rejected``, with ``by`` and ``comment``);
     - ``findings``: the evaluation of step 7; evidence ``findings``: ``[{severity, source,
       message}]``;
     - ``failure``: the release failed; evidence: the signals, the task, or who asked;

@@ -18,7 +18,6 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +36,7 @@ from itsm_bridge.plugins import PluginHost
 from itsm_bridge.settings import BridgeSettings
 from itsm_bridge.steps_plan import StepEnv
 from itsm_bridge.store import StepRow, Store, Tx
+from itsm_bridge.troubles import CycleReport, health, new_troubles
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,6 @@ ACTOR = "itsm-bridge"
 MAX_STEPS_PER_ADVANCE = 200
 TRANSIENT = (TransientError, requests.ConnectionError, requests.Timeout)
 HOLD_LEASES = 4  # a step may keep its lease (heartbeat) for at most this many lease periods
-
-
-@dataclass
-class CycleReport:
-    """What one pass over the due releases did: ids advanced, one line per new failure."""
-
-    advanced: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
 
 
 class Process:
@@ -89,7 +81,7 @@ class Process:
             due = tx.due_release_ids(self.clock(), limit)
         report = CycleReport()
         for release_id in due:
-            before = self._health(release_id)
+            before = health(self.store, release_id)
             try:
                 if self.advance(release_id):
                     report.advanced.append(release_id)
@@ -100,7 +92,7 @@ class Process:
                 first = (str(exc).splitlines() or [""])[0][:300]
                 report.failures.append(f"release {release_id}: {type(exc).__name__}: {first}")
                 continue
-            report.failures += self._new_troubles(release_id, before)
+            report.failures += new_troubles(self.store, release_id, before)
         return report
 
     def advance(self, release_id: str) -> bool:
@@ -109,9 +101,11 @@ class Process:
             if not tx.lease_release(release_id, self.owner, self.lease_ttl):
                 return False
         try:
-            self.outbox.deliver(release_id)
+            self._deliver(release_id)
             waited: set[int] = set()
             for _ in range(MAX_STEPS_PER_ADVANCE):
+                with self.store.begin() as tx:  # still ours? (else no side effect is started)
+                    self._fence(tx, release_id)
                 ran = self._run_next_step(release_id, waited)
                 if ran is None:
                     break
@@ -120,7 +114,7 @@ class Process:
                     waited.add(number)
                 else:
                     waited.clear()  # progress may have unblocked a step that waited
-                self.outbox.deliver(release_id)
+                self._deliver(release_id)
             self._schedule_delivery(release_id)
         except LeaseLost:
             log.warning("release %s: lease lost to another owner; outcome discarded", release_id)
@@ -128,6 +122,11 @@ class Process:
             with self.store.begin() as tx:
                 tx.drop_release_lease(release_id, self.owner)
         return True
+
+    def _deliver(self, release_id: str) -> None:
+        """The outbox's delivery, under the lease's heartbeat (plugins may be slow)."""
+        with heartbeat(self.store, release_id, self.owner, self.lease_ttl, self.max_hold):
+            self.outbox.deliver(release_id)
 
     def _fence(self, tx: Tx, release_id: str) -> None:
         """Renew the lease inside `tx`, or raise `LeaseLost` (and roll `tx` back)."""
@@ -351,43 +350,6 @@ class Process:
                     reported = [k for k in step.state.get("reported", []) if k != task_key]
                     step.state["reported"] = [*reported, task_key]
                     tx.save_step(release_id, step)
-
-    # -- what a cycle broke ----------------------------------------------------------------
-    def _health(self, release_id: str) -> tuple[str, str, str]:
-        """(state, attention, failed steps) of a release, to tell what a cycle broke."""
-        with self.store.begin() as tx:
-            release = tx.release(release_id)
-            if release is None:
-                return "", "", ""
-            failed = ",".join(str(s.number) for s in tx.steps(release_id) if s.status == "failed")
-            attention = str(tx.core_data(release_id).get("attention") or "")
-        return release.state.value, attention, failed
-
-    def _new_troubles(self, release_id: str, before: tuple[str, str, str]) -> list[str]:
-        """One line per failure a cycle caused: blocked, failed, a failed step, held delivery."""
-        state, attention, failed = self._health(release_id)
-        if (state, attention, failed) == before:
-            return []
-        with self.store.begin() as tx:
-            release = tx.release(release_id)
-            steps = {s.number: s for s in tx.steps(release_id)}
-        assert release is not None
-        lines = []
-        if state != before[0] and release.state == ReleaseState.BLOCKED:
-            blocked = [s for s in steps.values() if s.status == "failed"]
-            why = blocked[-1].detail if blocked else "a gate said no"
-            lines.append(f"release {release_id} is blocked: {why}")
-        elif state != before[0] and release.state == ReleaseState.FAILED:
-            lines.append(f"release {release_id} failed: {release.failure_reason}")
-        elif failed and failed != before[2] and release.state != ReleaseState.BLOCKED:
-            for number in set(failed.split(",")) - set(before[2].split(",")):
-                step = steps[int(number)]
-                lines.append(
-                    f"release {release_id}: step {number} {step.name} failed: {step.detail}"
-                )
-        if attention and attention != before[1]:
-            lines.append(f"release {release_id} needs attention: {attention}")
-        return lines
 
 
 def _skip_reason(reason: str, at_step: int | None) -> str:

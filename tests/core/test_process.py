@@ -522,3 +522,18 @@ def test_approval_is_requested_before_it_is_read_also_after_a_retry(tmp_path: Pa
     h.commands.retry(rid)
     h.run(rid, cycles=2)
     assert watcher.seen[:3] == ["told: pending", "read", "told: approved"]
+
+
+def test_a_cycle_reports_a_release_that_failed_and_rolls_back(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.vendor.job_results["smoke_test"] = "failed"
+    rid = h.create()
+    failures = []
+    for _ in range(12):
+        h.clock.now += timedelta(minutes=1)
+        failures += h.process.run_due().failures
+    assert h.release(rid).state.value == "closed"
+    assert failures == [
+        f"release {rid} failed (rolling_back): Smoke test failed: "
+        "job smoke_test failed; tests: 10 passed, 0 failed"
+    ]

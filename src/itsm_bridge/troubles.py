@@ -1,0 +1,56 @@
+"""What a cycle broke: one line per release that became blocked or failed, got a failed
+step, or needs attention (`sync --once` prints them and exits 1; cron must notice)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from itsm_bridge.models import ReleaseState
+from itsm_bridge.store import Store
+
+Health = tuple[str, str, str, str]  # state, attention, failed steps, failure reason
+
+
+@dataclass
+class CycleReport:
+    """What one pass over the due releases did: ids advanced, one line per new failure."""
+
+    advanced: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def health(store: Store, release_id: str) -> Health:
+    """(state, attention, failed steps, failure) of a release, to tell what a cycle broke."""
+    with store.begin() as tx:
+        release = tx.release(release_id)
+        if release is None:
+            return "", "", "", ""
+        failed = ",".join(str(s.number) for s in tx.steps(release_id) if s.status == "failed")
+        attention = str(tx.core_data(release_id).get("attention") or "")
+    return release.state.value, attention, failed, release.failure_reason
+
+
+def new_troubles(store: Store, release_id: str, before: Health) -> list[str]:
+    """One line per failure a cycle caused: blocked, failed, a failed step, held delivery."""
+    now = health(store, release_id)
+    if now == before:
+        return []
+    state, attention, failed, failure = now
+    with store.begin() as tx:
+        release = tx.release(release_id)
+        steps = {s.number: s for s in tx.steps(release_id)}
+    assert release is not None
+    lines = []
+    if state != before[0] and release.state == ReleaseState.BLOCKED:
+        blocked = [s for s in steps.values() if s.status == "failed"]
+        why = blocked[-1].detail if blocked else "a gate said no"
+        lines.append(f"release {release_id} is blocked: {why}")
+    elif failure and failure != before[3]:  # failed, and maybe already rolling back
+        lines.append(f"release {release_id} failed ({state}): {failure}")
+    elif failed and failed != before[2] and release.state != ReleaseState.BLOCKED:
+        for number in set(failed.split(",")) - set(before[2].split(",")):
+            step = steps[int(number)]
+            lines.append(f"release {release_id}: step {number} {step.name} failed: {step.detail}")
+    if attention and attention != before[1]:
+        lines.append(f"release {release_id} needs attention: {attention}")
+    return lines
