@@ -158,7 +158,7 @@ class ServiceNowPlugin:
 
     @hookimpl
     def evaluate_change(self, release: Release) -> list[Finding]:
-        return change.findings(self.client, self.config, self.bridge, release)
+        return change.evaluate(self.client, self.config, self.bridge, release)
 
     @hookimpl
     def approval_status(self, release: Release) -> Approval | None:

@@ -31,7 +31,16 @@ from typing import Any
 from itsm_bridge.default_plugins.tasks import DEPLOY_ORDER, SMOKE_ORDER, TemplateTasks
 from itsm_bridge.errors import NeedsHuman
 from itsm_bridge.http import HTTPRequestError
-from itsm_bridge.models import ChangeRef, Impact, Release, ReleaseNotes, ReleaseType, TaskSpec
+from itsm_bridge.models import (
+    BuildInfo,
+    ChangeRef,
+    Finding,
+    Impact,
+    Release,
+    ReleaseNotes,
+    ReleaseType,
+    TaskSpec,
+)
 from itsm_bridge.settings import BridgeSettings, ServiceSettings
 from itsm_bridge_servicenow import cmdb
 from itsm_bridge_servicenow.change_review import approval, findings
@@ -40,12 +49,14 @@ from itsm_bridge_servicenow.change_state import (
     NEW,
     SYSTEM,
     TABLE,
+    change_record,
+    read_change,
     sync,
 )
 from itsm_bridge_servicenow.client import Record, ServiceNowClient, sn_datetime
 from itsm_bridge_servicenow.encoded import SYS_ID, by_name_or_sys_id, escape
 
-__all__ = ["approval", "find_or_create", "findings", "sync"]
+__all__ = ["approval", "evaluate", "find_or_create", "findings", "sync"]
 
 CORRELATION_DISPLAY = "itsm-bridge"
 TEXT_LIMIT = 4000
@@ -237,11 +248,35 @@ def test_plan(release: Release, group: str | None) -> str:
     else:
         who = f" for {group}" if group else ""
         lines = [f'A manual smoke test follows the deployment (change task "Smoke test"{who}).']
-    build = release.jobs.get("build")
-    if build:
-        lines.append(f"The test results of the build (job {build}) are checked before approval.")
+    built = release.build
+    if built is not None:
+        lines.append(f"Build {built.label} ({built.state.value}): {_test_counts(built)}.")
+    elif release.jobs.get("build"):
+        job = release.jobs["build"]
+        lines.append(f"The test results of the build (job {job}) are checked before approval.")
     lines.append("Failure signals are watched for the verification period.")
-    return " ".join(lines)
+    return clip(" ".join(lines))
+
+
+def _test_counts(build: BuildInfo) -> str:
+    if build.tests is None:
+        return "no test report"
+    t = build.tests
+    return f"tests {t.passed} passed, {t.failed} failed, {t.skipped} skipped"
+
+
+def evaluate(
+    client: ServiceNowClient, config: Any, bridge: BridgeSettings, release: Release
+) -> list[Finding]:
+    """Step 7: the test plan brought up to date with the build's results (one PATCH, only
+    when it differs), then the findings (`change_review.findings`)."""
+    record = change_record(release)
+    if record is not None and release.build is not None:
+        row = read_change(client, record.id, ["test_plan"])
+        wanted = test_plan(release, config.assignment_group)
+        if str(row.get("test_plan") or "") != wanted:
+            client.update(TABLE, record.id, {"test_plan": wanted}, ("sys_id",))
+    return findings(client, config, bridge, release)
 
 
 def _create_standard(client: ServiceNowClient, template: str, payload: Record) -> Record:

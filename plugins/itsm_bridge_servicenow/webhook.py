@@ -96,8 +96,12 @@ class Handler:
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
             raise WebhookRejected(401, "missing or wrong bearer token")
 
-    def __call__(self, headers: dict[str, str], body: bytes) -> list[dict[str, Any]]:
-        """Authenticate, parse and return `[{"source", "kind", "dedupe_key", "payload"}]`."""
+    def __call__(
+        self, headers: dict[str, str], body: bytes, query: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Authenticate, parse and return `[{"source", "kind", "dedupe_key", "payload"}]`
+        (with `release_id` when the record carries the bridge's correlation id). `query` is
+        not read: the token travels in the Authorization header."""
         self._authenticate(headers)
         try:
             document = json.loads(body)
@@ -113,11 +117,13 @@ class Handler:
             )
         if not _value(record.get("sys_id")):
             raise WebhookRejected(422, f"the {table} record has no sys_id")
-        return [
-            {
-                "source": SOURCE,
-                "kind": table,
-                "dedupe_key": dedupe_key(table, record),
-                "payload": record,
-            }
-        ]
+        event: dict[str, Any] = {
+            "source": SOURCE,
+            "kind": table,
+            "dedupe_key": dedupe_key(table, record),
+            "payload": record,
+        }
+        correlation = _value(record.get("correlation_id"))
+        if table in ("change_request", "change_task") and correlation.startswith("rel-"):
+            event["release_id"] = correlation.split(":", 1)[0]  # "<release id>[:<task key>]"
+        return [event]

@@ -188,21 +188,20 @@ def cmd_notes(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     if not args.once:
         raise OperationFailed("sync runs one cycle: pass --once (the daemon is `itsm-bridge run`)")
-    from itsm_bridge.intake import run_intake
+    from itsm_bridge.cycle import run_cycle
 
     rt = runtime(args)
     # A first write: an unwritable database stops here, as one line, before the cycle starts;
     # it also records when the last cycle started.
     rt.store.check_writable(SYNC_CURSOR, rt.process.clock().isoformat())
-    intake = run_intake(rt.store, rt.host)
-    cycle = rt.process.run_due()
+    cycle = run_cycle(rt.process)
     print(
-        f"intake: {intake.created} new backlog item(s); advanced {len(cycle.advanced)} release(s)"
+        f"intake: {cycle.backlog_items} new backlog item(s); "
+        f"advanced {len(cycle.advanced)} release(s)"
     )
-    failures = intake.errors + cycle.failures
-    for line in failures:
+    for line in cycle.failures:
         print(line, file=sys.stderr)
-    return 1 if failures else 0
+    return 1 if cycle.failures else 0
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:

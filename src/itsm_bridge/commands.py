@@ -90,11 +90,7 @@ class ReleaseCommands:
 
     def _wake(self, tx: Tx, release_id: str) -> None:
         """Make the release due now, and its waiting steps check again at once."""
-        for step in tx.steps(release_id):
-            if step.status == "waiting" and step.state.get("retry_at"):
-                step.state["retry_at"] = None
-                tx.save_step(release_id, step)
-        tx.set_next_run(release_id, self.process.clock())
+        tx.wake(release_id, self.now())
 
     # -- create ----------------------------------------------------------------------------
     def create(

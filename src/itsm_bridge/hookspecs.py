@@ -414,8 +414,13 @@ def release_changed(release: Release, event: Event) -> None:
       approval asks for it now, e.g. moves the change to Assess; the core reads
       ``approval_status`` only after this event was delivered, also after ``release retry``)
       or decided (``approved`` or ``rejected``, with ``by`` and ``comment``);
+    - ``build``: the build package the change deploys (step 7, when a CI plugin built it);
+      evidence ``job``, ``number``, ``url``, ``tests`` (passed, failed, skipped, or None
+      without a report), ``artifacts``;
     - ``findings``: the evaluation of step 7; evidence ``findings``: ``[{severity, source,
       message}]``;
+    - ``scope``: the release's backlog items changed after its change was created (step 3
+      read again); evidence ``added``, ``removed`` (item keys);
     - ``failure``: the release failed; evidence: the signals, the task, or who asked;
     - ``exception``: an emergency change broke a freeze or left the windows;
     - ``cancelled``, ``retry``: a person cancelled the release or retried it;
@@ -440,11 +445,21 @@ def register_webhooks(register: Callable[..., None]) -> None:
     """Contribute inbound webhook handlers to the daemon.
 
     :param register: ``register(name, handler)``: the daemon serves ``POST /webhooks/<name>``
-        and calls ``handler(headers, body) -> list[dict]`` to authenticate and parse a
-        delivery into inbox events (raise ``WebhookRejected`` with 401/400/422 otherwise).
+        and calls ``handler(headers, body, query) -> list[dict]`` (the request's headers,
+        raw body and URL query parameters) to authenticate and parse a delivery into inbox
+        events (raise ``WebhookRejected`` with 401/400/422 otherwise; an empty list accepts
+        a delivery that needs nothing stored).
     :returns: nothing.
 
-    Called once when the daemon starts.
+    Called once when the daemon starts. An inbox event is a dict: ``source`` (the plugin),
+    ``kind``, ``dedupe_key`` (the same delivery twice is stored once), ``payload`` (JSON) and,
+    when the plugin can tell, ``release_id``. The core stores it before the sender gets its
+    answer, then acts on it by kind: ``work_item`` (payload: a ``WorkItem``) enters intake;
+    ``scope`` (the backlog changed; payload ``key`` and ``versions``, the issue's
+    fixVersions) makes every release not yet deploying whose version is among ``versions``,
+    or whose scope holds ``key``, read its scope and notes again; any other kind wakes
+    ``release_id`` (or, without it, every release in progress) so its waiting steps ask
+    their plugins at once (a job finished, a task closed, an alert fired).
     """
 
 
@@ -454,10 +469,11 @@ def register_pollers(register: Callable[..., None]) -> None:
 
     :param register: ``register(name, interval_seconds, poll)`` where
         ``poll(cursor: str | None) -> tuple[list[dict], str | None]`` returns inbox events
-        and the next cursor (persisted by the core).
+        (the dicts of ``register_webhooks``) and the next cursor. The core stores the events
+        and the cursor in one transaction: a poll that raises keeps the old cursor.
     :returns: nothing.
 
-    Called once when the daemon (or ``sync --once``) starts.
+    Called once when the daemon (or ``sync --once``, which runs every poller once) starts.
     """
 
 

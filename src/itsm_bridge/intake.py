@@ -42,7 +42,7 @@ def run_intake(store: Store, host: PluginHost) -> IntakeResult:
     for plugin in host.implementers("collect_work_items"):
         collect(store, host, plugin, result)
     with store.begin() as tx:
-        pending = [row for row in tx.inbox_pending(limit=BATCH) if row["kind"] == "work_item"]
+        pending = tx.inbox_pending(limit=BATCH, kind="work_item")
     if not host.implementers("add_to_backlog"):
         result.waiting = len(pending)
         return result

@@ -17,6 +17,7 @@ from itsm_bridge.windows import Freeze, Slot, Window
 __all__ = [
     "Approval",
     "BacklogItem",
+    "BuildInfo",
     "ChangeRef",
     "ConfigurationItem",
     "ConnectionCheck",
@@ -43,6 +44,9 @@ __all__ = [
     "WorkItem",
     "utcnow",
 ]
+
+
+ACTOR = "itsm-bridge"  # who the bridge itself is in the audit trail
 
 
 def utcnow() -> datetime:
@@ -139,6 +143,7 @@ class Release(_Model):
     scope: list[BacklogItem] = Field(default_factory=list)
     impact: Impact | None = None
     failure_reason: str = ""
+    build: BuildInfo | None = None
     jobs: dict[str, str] = Field(
         default_factory=dict,
         description="purpose -> CI/CD job, only for the purposes a plugin will run "
@@ -280,20 +285,60 @@ class JobState(StrEnum):
 
 
 class TestSummary(_Model):
+    """The counts of a build's test report."""
+
+    __test__ = False  # not a pytest test class
     passed: int = 0
     failed: int = 0
     skipped: int = 0
 
 
 class JobStatus(_Model):
+    """What a CI/CD system says of a job: its state and, once it ran, its build's facts."""
+
     state: JobState
     job: JobRef
-    tests: TestSummary | None = None
+    tests: TestSummary | None = Field(
+        default=None, description="the build's test report; None when it has none"
+    )
     detail: str = ""
+    number: int | None = None
+    url: str | None = None
+    duration_seconds: float | None = None
+    artifacts: list[str] = Field(default_factory=list, description="artifact URLs")
 
     @property
     def finished(self) -> bool:
         return self.state not in (JobState.QUEUED, JobState.RUNNING)
+
+
+class BuildInfo(_Model):
+    """Step 4's result, the build package: recorded on the release and named in the change."""
+
+    system: str
+    job: str
+    state: JobState
+    number: int | None = None
+    url: str | None = None
+    tests: TestSummary | None = None
+    artifacts: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def from_status(cls, status: JobStatus) -> BuildInfo:
+        return cls(
+            system=status.job.system,
+            job=status.job.job,
+            state=status.state,
+            number=status.number,
+            url=status.url or status.job.url,
+            tests=status.tests,
+            artifacts=status.artifacts,
+        )
+
+    @property
+    def label(self) -> str:
+        """`payments/build #42`."""
+        return f"{self.job} #{self.number}" if self.number is not None else self.job
 
 
 class Signal(_Model):

@@ -20,13 +20,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from itsm_bridge.errors import NeedsHuman
-from itsm_bridge.models import Event
+from itsm_bridge.models import ACTOR, Event
 from itsm_bridge.plugins import PluginHost
 from itsm_bridge.store import Store, Tx
 
 log = logging.getLogger(__name__)
 
-ACTOR = "itsm-bridge"
 DELIVERY_ATTEMPTS = 5
 FIRST_DELAY = timedelta(seconds=30)
 MAX_DELAY = timedelta(hours=1)

@@ -25,10 +25,11 @@ import requests
 import sqlalchemy as sa
 
 from itsm_bridge import lifecycle, steps_run
+from itsm_bridge.cycle import CycleReport, health, new_troubles
 from itsm_bridge.errors import NeedsHuman, OperationFailed, TransientError
 from itsm_bridge.leases import LeaseLost, heartbeat
 from itsm_bridge.lifecycle import STEP_NAMES, check_transition
-from itsm_bridge.models import Event, Release, ReleaseState, utcnow
+from itsm_bridge.models import ACTOR, Event, Release, ReleaseState, utcnow
 from itsm_bridge.outbox import Outbox
 from itsm_bridge.outbox import retry_at as delivery_retry_at
 from itsm_bridge.outcome import Outcome, StepContext
@@ -36,11 +37,9 @@ from itsm_bridge.plugins import PluginHost
 from itsm_bridge.settings import BridgeSettings
 from itsm_bridge.steps_plan import StepEnv
 from itsm_bridge.store import StepRow, Store, Tx
-from itsm_bridge.troubles import CycleReport, health, new_troubles
 
 log = logging.getLogger(__name__)
 
-ACTOR = "itsm-bridge"
 MAX_STEPS_PER_ADVANCE = 200
 TRANSIENT = (TransientError, requests.ConnectionError, requests.Timeout)
 HOLD_LEASES = 4  # a step may keep its lease (heartbeat) for at most this many lease periods
@@ -172,33 +171,41 @@ class Process:
                 jobs=tx.task_jobs(release_id),
             )
             timeline = tx.events(release_id) if step.number == 16 else []
-            build_state = next((s.state for s in steps if s.number == 4), {})
         with heartbeat(self.store, release_id, self.owner, self.lease_ttl, self.max_hold):
-            outcome = self._call_step(ctx, timeline, build_state)
+            outcome = self._call_step(ctx, timeline)
         if outcome.status == "waiting" and outcome.retry_at is None:
             outcome.retry_at = now + self.env.poll
         self._commit(ctx, outcome)
         return step.number, outcome
 
-    def _call_step(self, ctx: StepContext, timeline: list[Event], build: dict[str, Any]) -> Outcome:
+    def _call_step(self, ctx: StepContext, timeline: list[Event]) -> Outcome:
         number = ctx.step.number
         try:
-            return steps_run.dispatch(self.env, number, ctx, timeline, build)
+            return steps_run.dispatch(self.env, number, ctx, timeline)
         except TRANSIENT as exc:
-            attempts = ctx.step.attempts + 1
-            if attempts >= self.settings.policy.retry_limit:
-                return self._hard_failure(ctx, f"gave up after {attempts} attempts: {exc}")
-            delay = min(timedelta(seconds=30 * 2 ** (attempts - 1)), timedelta(hours=1))
-            return Outcome.waiting(
-                f"transient failure (attempt {attempts}), retrying: {exc}",
-                retry_at=ctx.now + delay,
-                state={"attempts": attempts},
-            )
+            return self._transient(ctx, exc)
         except (NeedsHuman, OperationFailed) as exc:  # expected: the message says it all
             return self._hard_failure(ctx, str(exc))
         except Exception as exc:
             log.exception("release %s step %s failed", ctx.release.id, number)
             return self._hard_failure(ctx, f"{type(exc).__name__}: {exc}")
+
+    def _transient(self, ctx: StepContext, exc: Exception) -> Outcome:
+        """Retry with backoff; fail only after `retry_limit` attempts and `give_up_after`."""
+        policy = self.settings.policy
+        attempts = ctx.step.attempts + 1
+        since = ctx.step.state.get("transient_since") or ctx.now.isoformat()
+        failing_for = ctx.now - datetime.fromisoformat(since)
+        if attempts >= policy.retry_limit and failing_for >= policy.give_up_delay:
+            return self._hard_failure(
+                ctx, f"gave up after {attempts} attempts in {_minutes(failing_for)}: {exc}"
+            )
+        delay = min(timedelta(seconds=30 * 2 ** (attempts - 1)), timedelta(hours=1))
+        return Outcome.waiting(
+            f"transient failure (attempt {attempts}), retrying: {exc}",
+            retry_at=ctx.now + delay,
+            state={"attempts": attempts, "transient_since": since},
+        )
 
     def _hard_failure(self, ctx: StepContext, detail: str) -> Outcome:
         """A step that needs a human: blocks before deployment, fails the release during it."""
@@ -228,6 +235,8 @@ class Process:
             release = release.model_copy(update={"state": current.state})
             step.attempts = int(outcome.state.pop("attempts", 0))
             step.state = {**step.state, **outcome.state}
+            if not step.attempts:
+                step.state.pop("transient_since", None)  # the system answered again
             step.started_at = step.started_at or now
             step.detail = outcome.detail
             step.status = outcome.status
@@ -350,6 +359,10 @@ class Process:
                     reported = [k for k in step.state.get("reported", []) if k != task_key]
                     step.state["reported"] = [*reported, task_key]
                     tx.save_step(release_id, step)
+
+
+def _minutes(delta: timedelta) -> str:
+    return f"{int(delta.total_seconds() // 60)} min"
 
 
 def _skip_reason(reason: str, at_step: int | None) -> str:

@@ -187,8 +187,24 @@ class PolicySettings(StrictModel):
         default=None,
         description="a regular expression every release version must match as a whole",
     )
+    require_tests: bool = Field(
+        default=False, description="a build without a test report blocks the release"
+    )
+    unstable: Literal["failure", "success"] = Field(
+        default="failure",
+        description="what an UNSTABLE deploy, smoke-test, task or rollback job counts as",
+    )
+    give_up_after: str = Field(
+        default="1h",
+        description="a step whose system keeps failing transiently (unreachable, 5xx) is "
+        "failed only after this long and `retry_limit` attempts",
+    )
 
-    _check_duration = field_validator("default_duration")(_duration)
+    _check_duration = field_validator("default_duration", "give_up_after")(_duration)
+
+    @property
+    def give_up_delay(self) -> timedelta:
+        return parse_duration(self.give_up_after)
 
     @field_validator("version_pattern")
     @classmethod

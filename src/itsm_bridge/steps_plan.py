@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from itsm_bridge.compliance import build_event, core_findings, findings_event, tests_text
 from itsm_bridge.jobs import follow_job, job_params
 from itsm_bridge.models import (
+    ACTOR,
     Approval,
+    BuildInfo,
     ConfigurationItem,
     Event,
-    Finding,
     Impact,
     JobState,
     ReleaseNotes,
@@ -27,7 +29,6 @@ from itsm_bridge.plugins import PluginHost
 from itsm_bridge.settings import BridgeSettings
 from itsm_bridge.windows import Window, find_slot
 
-ACTOR = "itsm-bridge"
 DEPLOY_KEY, SMOKE_KEY, ROLLBACK_KEY = "deploy", "smoke-test", "rollback"
 HORIZON_WHEN_UNCONFIGURED = timedelta(days=3650)
 
@@ -71,16 +72,39 @@ def step_intake(env: StepEnv, ctx: StepContext, kind: str) -> Outcome:
 
 
 def step_backlog(env: StepEnv, ctx: StepContext) -> Outcome:
-    """Step 3: the backlog items the release delivers."""
+    """Step 3: the backlog items the release delivers.
+
+    Read again when the backlog changes (`inbox.refresh_scope`); once the change exists, what
+    changed is told as a `scope` event (evidence `added`, `removed`: issue keys).
+    """
     items = env.host.hook.release_scope(release=ctx.release)
     if items is None:
         return Outcome.skipped("no backlog plugin enabled: the release has no linked items")
     release = ctx.release.model_copy(update={"scope": list(items)})
-    return Outcome.done(f"{len(items)} backlog item(s) in scope", release=release)
+    before = {item.key for item in ctx.release.scope}
+    now = {item.key for item in items}
+    added, removed = sorted(now - before), sorted(before - now)
+    events = []
+    if (added or removed) and ctx.release.record(None, "change_request") is not None:
+        parts = [
+            f"{verb} {', '.join(keys)}"
+            for verb, keys in (("added", added), ("removed", removed))
+            if keys
+        ]
+        events.append(
+            Event(
+                actor=ACTOR,
+                kind="scope",
+                message=f"the release's backlog changed: {'; '.join(parts)}",
+                evidence={"added": added, "removed": removed},
+            )
+        )
+    return Outcome.done(f"{len(items)} backlog item(s) in scope", release=release, events=events)
 
 
 def step_build(env: StepEnv, ctx: StepContext) -> Outcome:
-    """Step 4: produce the build package (a CI job), and keep its test results."""
+    """Step 4: produce the build package (a CI job); its result (number, URL, artifacts,
+    tests) is recorded on the release (`Release.build`) for the evaluation and the change."""
     params = job_params(ctx.release, "build")
     status, job, started = follow_job(env.host, ctx, "build", ctx.step.state.get("job"), params)
     if job is None:
@@ -93,16 +117,13 @@ def step_build(env: StepEnv, ctx: StepContext) -> Outcome:
             if started
             else Outcome.waiting(detail, state=state)
         )
-    if status.tests is not None:
-        state["tests"] = status.tests.model_dump()
+    build = BuildInfo.from_status(status)
+    release = ctx.release.model_copy(update={"build": build})
+    detail = f"build {build.label} {status.state.value}{tests_text(build)}"
     if status.state in (JobState.SUCCEEDED, JobState.UNSTABLE):
-        tests = (
-            f"; tests: {status.tests.passed} passed, {status.tests.failed} failed"
-            if status.tests
-            else ""
-        )
-        return Outcome.done(f"build {job.job} {status.state.value}{tests}", state=state)
-    return Outcome.blocked(f"build {job.job} {status.state.value}: {status.detail}", state=state)
+        return Outcome.done(detail, state=state, release=release)
+    why = f": {status.detail}" if status.detail else ""
+    return Outcome.blocked(f"{detail}{why}", state=state, release=release)
 
 
 def step_cmdb(env: StepEnv, ctx: StepContext) -> Outcome:
@@ -280,43 +301,7 @@ def tasks_event(tasks: list[Task], message: str) -> Event:
     return Event(actor=ACTOR, kind="tasks", message=message, evidence={"tasks": listed})
 
 
-def core_findings(env: StepEnv, ctx: StepContext, build_state: dict[str, Any]) -> list[Finding]:
-    """The core's own compliance rules (policy)."""
-    policy = env.settings.policy
-    service = env.settings.services.get(ctx.release.service)
-    findings = []
-    if policy.require_backout_plan and not (service and service.jobs.rollback):
-        findings.append(
-            Finding(
-                severity="blocker",
-                source="policy",
-                message=f"no back-out plan: set services.{ctx.release.service}.jobs.rollback "
-                "or policy.require_backout_plan: false",
-            )
-        )
-    tests = build_state.get("tests")
-    if tests and tests.get("failed", 0) > policy.max_failed_tests:
-        findings.append(
-            Finding(
-                severity="blocker",
-                source="policy",
-                message=f"{tests['failed']} failed test(s) in the build; policy allows "
-                f"{policy.max_failed_tests}",
-                evidence=tests,
-            )
-        )
-    if ctx.release.type == ReleaseType.EMERGENCY:
-        findings.append(
-            Finding(
-                severity="warning",
-                source="policy",
-                message=f"emergency change: {ctx.release.reason}",
-            )
-        )
-    return findings
-
-
-def step_evaluate(env: StepEnv, ctx: StepContext, build_state: dict[str, Any]) -> Outcome:
+def step_evaluate(env: StepEnv, ctx: StepContext) -> Outcome:
     """Step 7: compliance findings (any blocker blocks), then the approval gate.
 
     Events: `findings` once per evaluation (when there are any); `approval` pending when the
@@ -328,10 +313,12 @@ def step_evaluate(env: StepEnv, ctx: StepContext, build_state: dict[str, Any]) -
     findings = ctx.step.state.get("findings")
     events: list[Event] = []
     if findings is None:
-        found = core_findings(env, ctx, build_state)
+        found = core_findings(env.settings, ctx.release)
         for result in env.host.hook.evaluate_change(release=ctx.release):
             found += result
         findings = [f.model_dump(mode="json") for f in found]
+        if ctx.release.build is not None:
+            events.append(build_event(ctx.release.build))
         if found:
             events.append(findings_event(found))
         blockers = [f for f in found if f.severity == "blocker"]
@@ -366,21 +353,6 @@ def step_evaluate(env: StepEnv, ctx: StepContext, build_state: dict[str, Any]) -
             events=[*events, decided] if decided else events,
         )
     return Outcome.waiting("waiting for approval of the change", state=state, events=events)
-
-
-def findings_event(found: list[Finding]) -> Event:
-    blockers = sum(1 for f in found if f.severity == "blocker")
-    lines = "; ".join(f"{f.severity}: {f.source}: {f.message}" for f in found)
-    return Event(
-        actor=ACTOR,
-        kind="findings",
-        message=f"{len(found)} finding(s), {blockers} blocker(s): {lines}",
-        evidence={
-            "findings": [
-                {"severity": f.severity, "source": f.source, "message": f.message} for f in found
-            ]
-        },
-    )
 
 
 def approval_event(approval: Approval) -> Event:

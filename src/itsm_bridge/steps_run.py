@@ -14,6 +14,7 @@ from typing import Any
 from itsm_bridge import steps_plan
 from itsm_bridge.jobs import follow_job, job_params
 from itsm_bridge.models import (
+    ACTOR,
     Event,
     JobRef,
     JobState,
@@ -24,14 +25,12 @@ from itsm_bridge.models import (
     TaskStatus,
 )
 from itsm_bridge.outcome import Outcome, StepContext
-from itsm_bridge.steps_plan import ACTOR, ROLLBACK_KEY, StepEnv, tasks_event
+from itsm_bridge.steps_plan import ROLLBACK_KEY, StepEnv, tasks_event
 
 SMOKE_ORDER = 200
 
 
-def dispatch(
-    env: StepEnv, number: int, ctx: StepContext, timeline: list[Event], build: dict[str, Any]
-) -> Outcome:
+def dispatch(env: StepEnv, number: int, ctx: StepContext, timeline: list[Event]) -> Outcome:
     """Run the handler of step `number` once."""
     handlers: dict[int, Callable[[], Outcome]] = {
         1: lambda: steps_plan.step_intake(env, ctx, "demand"),
@@ -40,7 +39,7 @@ def dispatch(
         4: lambda: steps_plan.step_build(env, ctx),
         5: lambda: steps_plan.step_schedule(env, ctx),
         6: lambda: steps_plan.step_change(env, ctx),
-        7: lambda: steps_plan.step_evaluate(env, ctx, build),
+        7: lambda: steps_plan.step_evaluate(env, ctx),
         8: lambda: steps_plan.step_cmdb(env, ctx),
         9: lambda: steps_plan.step_tasks(env, ctx),
         10: lambda: steps_plan.step_notes(env, ctx),
@@ -155,10 +154,14 @@ def run_automated_task(env: StepEnv, ctx: StepContext, task: Task, job: JobRef |
         return Outcome.waiting(
             f"task {task.name}: job {ref.job} running", retry_at=ctx.now + env.poll
         )
-    ok = status.state == JobState.SUCCEEDED or (
-        status.state == JobState.UNSTABLE and purpose not in {"smoke_test"}
-    )
-    note = f"job {ref.job} {status.state.value}"
+    unstable_ok = env.settings.policy.unstable == "success"
+    ok = status.state == JobState.SUCCEEDED or (status.state == JobState.UNSTABLE and unstable_ok)
+    label = f"{ref.job} #{status.number}" if status.number is not None else ref.job
+    note = f"job {label} {status.state.value}"
+    if status.state == JobState.UNSTABLE:
+        note += f" (policy.unstable: {env.settings.policy.unstable})"
+    if status.detail and not ok:
+        note += f": {status.detail}"
     if status.tests is not None:
         note += f"; tests: {status.tests.passed} passed, {status.tests.failed} failed"
     finished = task.model_copy(

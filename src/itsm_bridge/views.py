@@ -40,6 +40,7 @@ def release_json(tx: Tx, release_id: str) -> dict[str, Any]:
         },
     )
     data["duration_minutes"] = int(release.duration.total_seconds() // 60)
+    data["build"] = release.build.model_dump(mode="json") if release.build else None
     core = tx.core_data(release_id)
     data["attention"] = core.get("attention") or None
     steps = tx.steps(release_id)
@@ -87,6 +88,18 @@ def render_show(data: dict[str, Any]) -> str:
         lines.append(f"failure: {data['failure_reason']}")
     if data.get("attention"):
         lines.append(f"needs attention: {data['attention']}")
+    if data.get("build"):
+        build = data["build"]
+        number = f" #{build['number']}" if build.get("number") is not None else ""
+        tests = build.get("tests")
+        counts = (
+            f", tests {tests['passed']} passed / {tests['failed']} failed / "
+            f"{tests['skipped']} skipped"
+            if tests
+            else ", no test report"
+        )
+        where = f"  {build['url']}" if build.get("url") else ""
+        lines.append(f"build: {build['job']}{number} {build['state']}{counts}{where}")
     lines += [
         "",
         f"{'#':>2}  {'step':<19} {'status':<8} {'started':<16}  {'finished':<16}  outcome",

@@ -14,7 +14,7 @@ from itsm_bridge.errors import TransientError
 from itsm_bridge.hookspecs import hookimpl
 from itsm_bridge.models import Event, Release, Signal
 from itsm_bridge.outcome import StepContext
-from itsm_bridge.views import release_json
+from itsm_bridge.views import release_json, render_show
 from process_harness import JOBS, Harness
 
 
@@ -156,20 +156,41 @@ def test_early_life_support_auto_rollback(tmp_path: Path) -> None:
 
 
 def test_transient_failures_retry_with_backoff_then_need_a_human(tmp_path: Path) -> None:
-    h = Harness(tmp_path, policy={"retry_limit": 3})
-    h.vendor.failures["change"] = [TransientError("503 from ServiceNow")] * 5
+    h = Harness(tmp_path, policy={"retry_limit": 3, "give_up_after": "10m"})
+    h.vendor.failures["change"] = [TransientError("503 from ServiceNow")] * 9
     rid = h.create()
     h.run(rid)
     status, detail = h.steps(rid)["change"]
     assert status == "waiting"
     assert "attempt 1" in detail
-    h.run(rid, minutes=0.1)  # not yet due: backoff is 30 s, then 60 s
+    h.run(rid, minutes=0.1)  # not yet due: backoff is 30 s, then 60 s, then 2 min ...
     assert "attempt 1" in h.steps(rid)["change"][1]
     h.run(rid, minutes=1)
     assert "attempt 2" in h.steps(rid)["change"][1]
-    release = h.run(rid, minutes=2)
+    h.run(rid, minutes=2)
+    assert "attempt 3" in h.steps(rid)["change"][1]  # the retry limit, but not 10 minutes yet
+    assert h.release(rid).state.value == "planned"
+    h.run(rid, minutes=4)
+    assert "attempt 4" in h.steps(rid)["change"][1]
+    release = h.run(rid, minutes=8)  # 15 minutes of failures: now it needs a human
     assert release.state.value == "blocked"
-    assert "gave up after 3 attempts" in h.steps(rid)["change"][1]
+    assert h.steps(rid)["change"][1].startswith("gave up after 5 attempts in 15 min: 503")
+
+
+def test_an_answer_resets_the_transient_clock(tmp_path: Path) -> None:
+    h = Harness(tmp_path, policy={"retry_limit": 2, "give_up_after": "5m"})
+    h.vendor.failures["change"] = [TransientError("503")]
+    rid = h.create()
+    h.run(rid)
+    assert "transient_since" in step_state(h, rid, 6)
+    h.run(rid, minutes=1)
+    assert h.steps(rid)["change"][0] == "done"
+    assert "transient_since" not in step_state(h, rid, 6)
+
+
+def step_state(h: Harness, rid: str, number: int) -> dict[str, Any]:
+    with h.store.begin() as tx:
+        return next(s.state for s in tx.steps(rid) if s.number == number)
 
 
 def test_plugin_error_blocks_and_retry_resumes(tmp_path: Path) -> None:
@@ -537,3 +558,45 @@ def test_a_cycle_reports_a_release_that_failed_and_rolls_back(tmp_path: Path) ->
         f"release {rid} failed (rolling_back): Smoke test failed: "
         "job smoke_test failed; tests: 10 passed, 0 failed"
     ]
+
+
+def test_the_build_is_recorded_on_the_release_and_told_at_evaluation(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    rid = h.create()
+    h.run(rid, cycles=6)
+    build = h.release(rid).build
+    assert build is not None
+    assert (build.job, build.state.value, build.tests) == ("build", "succeeded", h.vendor.tests)
+    (told,) = kinds(h, rid, "build")
+    assert told["tests"] == {"passed": 10, "failed": 0, "skipped": 0}
+    with h.store.begin() as tx:
+        data = release_json(tx, rid)
+    assert data["build"]["job"] == "build"
+    assert "build: build succeeded, tests 10 passed / 0 failed / 0 skipped" in render_show(data)
+
+
+@pytest.mark.parametrize(
+    ("policy", "result", "state"),
+    [
+        ({}, "unstable", "closed"),  # the deploy was UNSTABLE: a failure by default ...
+        ({"unstable": "success"}, "unstable", "closed"),
+        ({}, "aborted", "closed"),
+    ],
+)
+def test_unstable_and_aborted_deployments_follow_the_policy(
+    tmp_path: Path, policy: dict[str, Any], result: str, state: str
+) -> None:
+    h = Harness(tmp_path, policy={"verify_minutes": 0, **policy})
+    h.vendor.job_results["deploy"] = result
+    rid = h.create()
+    release = h.run(rid, cycles=12)
+    assert release.state.value == state
+    failed = bool(release.failure_reason)
+    assert failed == (policy.get("unstable") != "success")
+    if result == "aborted":
+        assert release.failure_reason.startswith("Deploy failed: job deploy aborted")
+    elif failed:
+        assert release.failure_reason == (
+            "Deploy failed: job deploy unstable (policy.unstable: failure); "
+            "tests: 10 passed, 0 failed"
+        )

@@ -57,7 +57,14 @@ class QueueRows:
         return self.conn.execute(statement).first() is not None
 
     # -- inbox ---------------------------------------------------------------------------
-    def inbox_add(self, source: str, dedupe_key: str, kind: str, payload: dict[str, Any]) -> bool:
+    def inbox_add(
+        self,
+        source: str,
+        dedupe_key: str,
+        kind: str,
+        payload: dict[str, Any],
+        release_id: str | None = None,
+    ) -> bool:
         """Store an inbound event once; False when its dedupe key was seen before."""
         return self._insert_new(
             t.inbox,
@@ -66,16 +73,21 @@ class QueueRows:
             dedupe_key=dedupe_key,
             kind=kind,
             payload=payload,
+            release_id=release_id,
             received_at=utcnow(),
         )
 
-    def inbox_pending(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            sa.select(t.inbox)
-            .where(t.inbox.c.processed_at.is_(None))
-            .order_by(t.inbox.c.id)
-            .limit(limit)
-        ).mappings()
+    def inbox_pending(
+        self, limit: int = 100, *, kind: str | None = None, exclude_kind: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Events not yet processed, oldest first (of one kind, or of every other kind)."""
+        c = t.inbox.c
+        query = sa.select(t.inbox).where(c.processed_at.is_(None))
+        if kind is not None:
+            query = query.where(c.kind == kind)
+        if exclude_kind is not None:
+            query = query.where(c.kind != exclude_kind)
+        rows = self.conn.execute(query.order_by(c.id).limit(limit)).mappings()
         return [dict(r) for r in rows]
 
     def inbox_done(self, inbox_id: int, release_id: str | None, outcome: str) -> None:

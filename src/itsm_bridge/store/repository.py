@@ -7,6 +7,7 @@ a step's outcome (status, external references, events, release fields) is never 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy.engine import Connection
 from itsm_bridge.models import (
     Approval,
     BacklogItem,
+    BuildInfo,
     Event,
     ExternalRecord,
     Impact,
@@ -34,7 +36,7 @@ from itsm_bridge.store.queues import QueueRows
 log = logging.getLogger(__name__)
 
 # Keys of `releases.data` that are fields of the Release model (the rest is core-only state).
-MODEL_DATA_KEYS = ("approval", "scope", "impact", "failure_reason", "jobs")
+MODEL_DATA_KEYS = ("approval", "scope", "impact", "failure_reason", "jobs", "build")
 
 
 @dataclass
@@ -186,7 +188,21 @@ class Tx(QueueRows):
         ).first()
         return (str(row.id), str(row.state)) if row is not None else None
 
+    def releases_in(self, states: Collection[ReleaseState]) -> list[Release]:
+        """Releases in any of `states` (their fields and scope; records are not read)."""
+        query = sa.select(t.releases).where(t.releases.c.state.in_([s.value for s in states]))
+        rows = self.conn.execute(query.order_by(t.releases.c.created_at)).mappings()
+        return [_release_from_row(row, []) for row in rows]
+
     # -- scheduling and leases -----------------------------------------------------------
+    def wake(self, release_id: str, now: datetime) -> None:
+        """Make the release due now, and its waiting steps ask their plugins at once."""
+        for step in self.steps(release_id):
+            if step.status == "waiting" and step.state.get("retry_at"):
+                step.state["retry_at"] = None
+                self.save_step(release_id, step)
+        self.set_next_run(release_id, now)
+
     def set_next_run(self, release_id: str, at: datetime | None) -> None:
         self.conn.execute(
             t.releases.update().where(t.releases.c.id == release_id).values(next_run_at=at)
@@ -506,4 +522,5 @@ def _release_from_row(row: Any, records: list[ExternalRecord]) -> Release:
         impact=Impact(**data["impact"]) if data.get("impact") else None,
         failure_reason=data.get("failure_reason") or "",
         jobs=data.get("jobs") or {},
+        build=BuildInfo(**data["build"]) if data.get("build") else None,
     )

@@ -112,12 +112,22 @@ def test_hook_render_release_notes(host: PluginHost) -> None:
             system="jira", key="PAY-1", summary="Refund <fast>", kind="Story", url="http://j/PAY-1"
         ),
         BacklogItem(system="jira", key="PAY-2", summary="Fix rounding", kind="Bug"),
+        BacklogItem(system="jira", key="PAY-3", summary="Refund audit", kind="Story"),
     ]
     notes = host.hook.render_release_notes(release=release(), items=items)
     assert notes.title == "payments 1.0.0: Faster refunds"
-    assert "- PAY-1 Refund <fast> (Story)" in notes.markdown
-    assert "- PAY-2 Fix rounding (Bug)" in notes.markdown
-    assert '<a href="http://j/PAY-1">PAY-1</a> Refund &lt;fast&gt;' in notes.html
+    changes = notes.markdown.split("## Changes\n", 1)[1]
+    assert [line for line in changes.splitlines() if line] == [  # grouped by type, linked
+        "### Story",
+        "- [PAY-1](http://j/PAY-1) Refund <fast>",
+        "- PAY-3 Refund audit",
+        "### Bug",
+        "- PAY-2 Fix rounding",
+    ]
+    assert '<h3>Story</h3>\n<ul>\n<li><a href="http://j/PAY-1">PAY-1</a> Refund &lt;fast&gt;' in (
+        notes.html
+    )
+    assert "<h3>Bug</h3>\n<ul>\n<li>PAY-2 Fix rounding</li>" in notes.html
     empty = host.hook.render_release_notes(release=release(), items=[])
     assert "No backlog items" in empty.markdown
 

@@ -12,13 +12,16 @@ import pytest
 from itsm_bridge.errors import WebhookRejected
 from itsm_bridge.models import (
     BacklogItem,
+    BuildInfo,
     Event,
     Impact,
+    JobState,
     Release,
     ReleaseState,
     Task,
     TaskSpec,
     TaskStatus,
+    TestSummary,
     WorkItem,
 )
 from itsm_bridge.plugins import PluginHost, load_plugins
@@ -131,6 +134,30 @@ def test_hook_evaluate_change(
     )
     assert no_sleep == [0.5, 0.5]  # each check was seen running once, then finished
     assert len(snow.requests_to("POST", "/api/sn_chg_rest/change/")) == 2
+
+
+def test_evaluation_puts_the_build_s_test_results_in_the_test_plan(
+    host: PluginHost, snow: ServiceNowSandbox, no_sleep: list[float]
+) -> None:
+    built = with_change(host).model_copy(
+        update={
+            "build": BuildInfo(
+                system="jenkins",
+                job="payments/build",
+                state=JobState.UNSTABLE,
+                number=42,
+                tests=TestSummary(passed=118, failed=2, skipped=3),
+            )
+        }
+    )
+    change = built.records[0]
+    snow.clear_log()
+    host.hook.evaluate_change(release=built)
+    host.hook.evaluate_change(release=built)  # again (a retry): nothing more is written
+    plan_patches = [r.json() for r in snow.requests_to("PATCH", "/api/now/table/change_request/")]
+    assert len(plan_patches) == 1
+    plan = snow.record("change_request", change.id)["test_plan"]
+    assert "Build payments/build #42 (unstable): tests 118 passed, 2 failed, 3 skipped." in plan
 
 
 def test_hook_release_changed(host: PluginHost, snow: ServiceNowSandbox) -> None:

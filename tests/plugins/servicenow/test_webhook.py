@@ -59,6 +59,17 @@ def test_a_stored_record_becomes_one_inbox_event() -> None:
     ]
 
 
+def test_the_bridge_s_correlation_id_names_the_release() -> None:
+    task = {**TASK, "correlation_id": "rel-20261205-1a2b3c4d:stop-database"}
+    change = {**TASK, "sys_class_name": "change_request", "correlation_id": "rel-20261205-9f"}
+    incident = {**TASK, "sys_class_name": "incident", "correlation_id": "rel-20261205-9f"}
+    foreign = {**TASK, "correlation_id": "JIRA-12"}
+    assert handler()(AUTH, body(task), {})[0]["release_id"] == "rel-20261205-1a2b3c4d"
+    assert handler()(AUTH, body(change), {})[0]["release_id"] == "rel-20261205-9f"
+    assert "release_id" not in handler()(AUTH, body(incident), {})[0]  # not ours to name
+    assert "release_id" not in handler()(AUTH, body(foreign), {})[0]
+
+
 @pytest.mark.parametrize(
     ("record", "version"),
     [

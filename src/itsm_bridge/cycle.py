@@ -1,22 +1,47 @@
-"""What a cycle broke: one line per release that became blocked or failed, got a failed
-step, or needs attention (`sync --once` prints them and exits 1; cron must notice)."""
+"""One sync cycle, and what it broke.
+
+`run_cycle` is `sync --once`: intake (demands and problems), every poller once, the inbox, then
+every due release. Its report has one line per failure of the cycle: an intake source or a
+poller that failed, an inbox event left pending, a release that became blocked or failed, got
+a failed step, or needs attention (`sync --once` prints them and exits 1; cron must notice).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from itsm_bridge.models import ReleaseState
 from itsm_bridge.store import Store
+
+if TYPE_CHECKING:
+    from itsm_bridge.process import Process
 
 Health = tuple[str, str, str, str]  # state, attention, failed steps, failure reason
 
 
 @dataclass
 class CycleReport:
-    """What one pass over the due releases did: ids advanced, one line per new failure."""
+    """What one pass did: new backlog items, ids advanced, one line per new failure."""
 
     advanced: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    backlog_items: int = 0
+
+
+def run_cycle(process: Process) -> CycleReport:
+    """One cycle of everything `sync --once` runs, in order; failures collected, not raised."""
+    from itsm_bridge.inbox import process_inbox
+    from itsm_bridge.intake import run_intake
+    from itsm_bridge.pollers import run_pollers
+
+    intake = run_intake(process.store, process.host)
+    failures = intake.errors + run_pollers(process.store, process.host)
+    failures += process_inbox(process.store, process.host, process)
+    report = process.run_due()
+    report.failures = failures + report.failures
+    report.backlog_items = intake.created
+    return report
 
 
 def health(store: Store, release_id: str) -> Health:
