@@ -23,6 +23,10 @@ EXAMPLE_SECRETS = {
     "BRIDGE_API_TOKEN": "very-secret-token",
     "SNOW_PASSWORD": "very-secret-snow-password",
     "SNOW_WEBHOOK_TOKEN": "very-secret-webhook-token",
+    "JIRA_TOKEN": "very-secret-jira-token",
+    "JIRA_WEBHOOK_SECRET": "very-secret-jira-webhook-secret",
+    "JENKINS_TOKEN": "very-secret-jenkins-token",
+    "JENKINS_WEBHOOK_TOKEN": "very-secret-jenkins-webhook-token",
 }
 
 

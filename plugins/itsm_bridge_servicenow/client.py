@@ -60,6 +60,7 @@ from itsm_bridge.http import (
     HTTPNeedsHuman,
     HTTPRequestError,
     call_with_retries,
+    check_base_url,
     error_for,
     network_error,
     redact,
@@ -74,24 +75,13 @@ SN_DATETIME = "%Y-%m-%d %H:%M:%S"
 
 
 def check_instance_url(value: str) -> str:
-    """An instance URL: http(s), a host, no credentials, no query; returned without a
-    trailing slash. ValueError says what is wrong without repeating the URL."""
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https"):
-        raise ValueError("must be the instance URL, e.g. https://acme.service-now.com")
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        raise ValueError(
-            "must not carry credentials; set plugins.servicenow.user and password instead"
-        )
-    if not parts.hostname:
-        raise ValueError("has no host; use the instance URL, e.g. https://acme.service-now.com")
-    if parts.query or parts.fragment:
-        raise ValueError("must not carry a query or fragment; use the instance URL only")
-    try:
-        parts.port  # noqa: B018 -- raises on a port that is not a number
-    except ValueError:
-        raise ValueError("has an invalid port") from None
-    return value.strip().rstrip("/")
+    """A ServiceNow instance URL; see `check_base_url`."""
+    return check_base_url(
+        value,
+        "the instance URL",
+        "https://acme.service-now.com",
+        "plugins.servicenow.user and password",
+    )
 
 
 def sn_datetime(value: datetime) -> str:

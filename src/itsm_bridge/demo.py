@@ -1,11 +1,14 @@
 """`itsm-bridge demo`: the whole process against the local sandbox, on an embedded SQLite.
 
 It starts the sandbox servers, loads `config/sandbox.yaml` with their URLs, and drives two
-releases of the payments service: the first goes all the way to closed, the second is rolled
-back after deployment. Where the process waits for a person, the demo plays that person in
-the system that owns the decision (in ServiceNow the technical approvers, then the CAB,
-approve the change the bridge submitted; the DBA closes the change tasks) and says so;
-everything else is the bridge at work.
+releases of the payments service through ServiceNow, Jira and Jenkins: the first (1.4.0)
+goes all the way to closed, the second (1.5.0) fails its smoke test in Jenkins (the sandbox
+seed's rule for that version) and is rolled back, its issues back in the Jira backlog. Where
+the process waits for a person, the demo plays that person in the system that owns the
+decision (in ServiceNow the technical approvers, then the CAB, approve the change the bridge
+submitted; the DBA closes its change tasks) and says so; everything else is the bridge at work:
+Jenkins builds, deploys, smoke-tests and rolls back. After each release it shows where the
+release's Jira issues ended and the one build per job Jenkins ran.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from itsm_bridge.commands import ReleaseCommands
 from itsm_bridge.errors import ConfigError, OperationFailed
@@ -32,7 +37,8 @@ from itsm_bridge_sandbox.servicenow.schema import CHANGE_STATES as STATE_LABELS
 
 PACKAGED_CONFIG = Path(__file__).with_name("demo-config.yaml")
 SOURCE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "sandbox.yaml"
-MAX_CYCLES = 200
+MAX_CYCLES = 400
+PAUSE = 0.1  # seconds between cycles while nothing happens
 Say = Callable[[str], None]
 
 
@@ -81,13 +87,14 @@ class Demo:
         self.process = Process(self.store, self.host, settings, clock=self.clock)
         self.commands = ReleaseCommands(self.process)
         self.printed: dict[str, int] = {}
-        self.fail_smoke_test: set[str] = set()
+        self.done: set[str] = set()  # "<release id>:<task key>" a person has finished
 
     def drive(self, release_id: str, until: set[ReleaseState]) -> ReleaseState:
         """Advance the release, acting as its people, until it reaches one of `until`."""
         for _ in range(MAX_CYCLES):
             self.process.advance(release_id)
-            self.print_new_events(release_id)
+            if not self.print_new_events(release_id):
+                time.sleep(PAUSE)  # a job runs in the sandbox's Jenkins: give it time
             with self.store.begin() as tx:
                 release = tx.release(release_id)
                 steps = {s.number: s for s in tx.steps(release_id)}
@@ -146,18 +153,17 @@ class Demo:
                 return task.key == "rollback"
             return task.key != "rollback" and (task.order < 200) == (step == 11)
 
-        waiting = [
-            t for t in tasks if in_step(t) and t.kind == "manual" and t.status == TaskStatus.PENDING
+        unfinished = [
+            t for t in tasks if in_step(t) and t.status not in (TaskStatus.DONE, TaskStatus.FAILED)
         ]
-        if not waiting:
-            return
-        task = waiting[0]
+        if not unfinished or unfinished[0].kind != "manual":
+            return  # the step waits for a job, not for a person
+        task = unfinished[0]
+        if f"{release_id}:{task.key}" in self.done:
+            return  # finished already; the bridge sees it on its next cycle
+        self.done.add(f"{release_id}:{task.key}")
         who = task.group or "the release manager"
-        fail = task.key == "smoke-test" and release_id in self.fail_smoke_test
-        if fail:
-            who, note = "the tester", "HTTP 500 on POST /refunds"
-        else:
-            note = f"{task.name}: done"
+        fail, note = False, f"{task.name}: done"
         if task.record is not None and task.record.system == "servicenow":
             code = "unsuccessful" if fail else "successful"
             self.sandbox.servicenow.close_task(task.record.id, close_code=code, notes=note)
@@ -171,16 +177,65 @@ class Demo:
                 f"{' --failed' if fail else ''}: {note}"
             )
 
-    def print_new_events(self, release_id: str) -> None:
+    def print_new_events(self, release_id: str) -> int:
+        """Print the release's events not printed yet; returns how many there were."""
         with self.store.begin() as tx:
             events = tx.events(release_id)
-        for event in events[self.printed.get(release_id, 0) :]:
+        new = events[self.printed.get(release_id, 0) :]
+        for event in new:
             self.say(f"  {event.at:%H:%M:%S} {event.actor:<12} {event.message}")
         self.printed[release_id] = len(events)
+        return len(new)
 
     def show(self, release_id: str) -> None:
         with self.store.begin() as tx:
             self.say(render_show(release_json(tx, release_id)))
+        self.show_jira(release_id)
+        self.show_jenkins(release_id)
+
+    def show_jira(self, release_id: str) -> None:
+        """Where each of the release's Jira issues ended: status, fixVersions, sprint."""
+        with self.store.begin() as tx:
+            release = tx.release(release_id)
+        assert release is not None
+        jira = self.sandbox.jira
+        version = jira.version("PAY", release.version) or {}
+        released = "released" if version.get("released") else "not released"
+        self.say(f"jira version {release.version}: {released}")
+        for item in release.scope:
+            fields = jira.issue(item.key)["fields"]
+            versions = ", ".join(v["name"] for v in fields["fixVersions"])
+            sprint = jira.sprint_of(item.key) or "backlog"
+            comments = len(jira.comments(item.key))
+            self.say(
+                f"  {item.key:<7} {item.kind:<6} {fields['status']['name']:<12} "
+                f"fixVersions: {versions or '-':<12} {sprint:<10} {comments} comment(s)"
+            )
+
+    def show_jenkins(self, release_id: str) -> None:
+        """The builds Jenkins ran for the release: one per job, never two."""
+        for job in ("payments/build", "payments/deploy", "payments/smoke", "payments/rollback"):
+            ours = [
+                b
+                for b in self.sandbox.jenkins.builds(job)
+                if _parameters(b).get("RELEASE_ID") == release_id
+            ]
+            if ours:
+                results = ", ".join(f"#{b['number']} {b.get('result')}" for b in reversed(ours))
+                target = _parameters(ours[0]).get("ROLLBACK_TO")
+                self.say(
+                    f"jenkins {job}: {results}" + (f" (ROLLBACK_TO={target})" if target else "")
+                )
+
+
+def _parameters(build: dict[str, Any]) -> dict[str, str]:
+    """A Jenkins build's parameters (its `ParametersAction`) by name."""
+    return {
+        str(p.get("name")): str(p.get("value"))
+        for action in build.get("actions") or []
+        if isinstance(action, dict)
+        for p in action.get("parameters") or []
+    }
 
 
 def run_demo(keep: bool = False, say: Say = print) -> int:
@@ -207,7 +262,6 @@ def run_demo(keep: bool = False, say: Say = print) -> int:
 
             second = demo.commands.create("payments", "1.5.0", name="New fee model", actor="demo")
             say(f"\n== release {second.id}: {second.title} (its smoke test fails)")
-            demo.fail_smoke_test.add(second.id)
             demo.drive(second.id, {ReleaseState.CLOSED})
             demo.show(second.id)
     finally:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 import tenacity
@@ -151,3 +152,26 @@ def count_requests(session: requests.Session, counter: dict[str, Any]) -> None:
         counter["requests"] += 1
 
     session.hooks["response"].append(hook)
+
+
+def check_base_url(value: str, what: str, example: str, credentials: str) -> str:
+    """A vendor's base URL from the configuration: http(s), a host, no credentials, no query
+    or fragment; a path (a context path such as `/jenkins`) is kept. Returned without a
+    trailing slash. ValueError says what is wrong without repeating the URL (it may carry a
+    password): `what` names the URL ("the Jenkins root URL"), `example` shows one, and
+    `credentials` says where they belong ("plugins.jenkins.user and token").
+    """
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"must be {what}, e.g. {example}")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValueError(f"must not carry credentials; set {credentials} instead")
+    if not parts.hostname:
+        raise ValueError(f"has no host; use {what}, e.g. {example}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"must not carry a query or fragment; use {what} only")
+    try:
+        parts.port  # noqa: B018 -- raises on a port that is not a number
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return value.strip().rstrip("/")

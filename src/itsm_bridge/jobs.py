@@ -33,10 +33,13 @@ def follow_job(
 
     Returns (status, job, started_now). A job just started is returned without status so the
     caller commits its reference before anything else happens. `job` is None when no plugin
-    runs jobs for this purpose.
+    runs jobs for this purpose; otherwise the newest reference the plugin gave (a status may
+    carry a better one, e.g. the build number once the queue item became a build), which the
+    caller stores so the next poll starts from it.
     """
     if stored:
         job = JobRef(**stored)
-        return host.hook.job_status(job=job), job, False
+        status = host.hook.job_status(job=job)
+        return status, (status.job if status is not None else job), False
     job = host.hook.start_job(release=ctx.release, purpose=purpose, params=params)
     return None, job, job is not None

@@ -152,7 +152,9 @@ def run_automated_task(env: StepEnv, ctx: StepContext, task: Task, job: JobRef |
         )
     if status is None or not status.finished:
         return Outcome.waiting(
-            f"task {task.name}: job {ref.job} running", retry_at=ctx.now + env.poll
+            f"task {task.name}: job {ref.job} running",
+            retry_at=ctx.now + env.poll,
+            task_updates=[(task, ref)] if ref != job else [],
         )
     unstable_ok = env.settings.policy.unstable == "success"
     ok = status.state == JobState.SUCCEEDED or (status.state == JobState.UNSTABLE and unstable_ok)
@@ -160,8 +162,8 @@ def run_automated_task(env: StepEnv, ctx: StepContext, task: Task, job: JobRef |
     note = f"job {label} {status.state.value}"
     if status.state == JobState.UNSTABLE:
         note += f" (policy.unstable: {env.settings.policy.unstable})"
-    if status.detail and not ok:
-        note += f": {status.detail}"
+    if status.state == JobState.ABORTED and status.detail:
+        note += f": {status.detail}"  # its own reason (who aborted it)
     if status.tests is not None:
         note += f"; tests: {status.tests.passed} passed, {status.tests.failed} failed"
     finished = task.model_copy(

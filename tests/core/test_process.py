@@ -12,7 +12,7 @@ from fake_vendor import FakeVendorPlugin
 from itsm_bridge import steps_run
 from itsm_bridge.errors import TransientError
 from itsm_bridge.hookspecs import hookimpl
-from itsm_bridge.models import Event, Release, Signal
+from itsm_bridge.models import Event, JobRef, JobStatus, Release, Signal
 from itsm_bridge.outcome import StepContext
 from itsm_bridge.views import release_json, render_show
 from process_harness import JOBS, Harness
@@ -600,3 +600,27 @@ def test_unstable_and_aborted_deployments_follow_the_policy(
             "Deploy failed: job deploy unstable (policy.unstable: failure); "
             "tests: 10 passed, 0 failed"
         )
+
+
+def test_the_newest_job_reference_is_kept_for_the_next_poll(tmp_path: Path) -> None:
+    """A status may carry a better reference (the build number once the queue item became a
+    build): the core stores it, so the next poll starts from it."""
+    h = Harness(tmp_path)
+    asked: list[str | None] = []
+    original = FakeVendorPlugin.job_status
+
+    class Numbering(FakeVendorPlugin):
+        @hookimpl
+        def job_status(self, job: JobRef) -> JobStatus:
+            asked.append(job.queue_id)
+            status = original(self, job)
+            return status.model_copy(update={"job": job.model_copy(update={"queue_id": "7"})})
+
+    h.process.host.pm.unregister(name="fake")
+    h.process.host.register(Numbering(h.vendor), "fake", version="0", module="t")
+    rid = h.create()
+    h.run(rid, minutes=31, cycles=8)
+    assert h.release(rid).state.value == "closed"
+    # each job: the first poll has the reference start_job gave, the later ones the newer one
+    assert asked[:2] == [None, "7"]
+    assert asked.count(None) == 3  # build, deploy, smoke test: once each

@@ -33,7 +33,7 @@ def test_default_seed_is_the_repository_file() -> None:
     assert [row["name"] for row in records["cmdb_ci_service"]] == ["payments"]
     assert records["cmdb_ci_appl"] and records["cmdb_ci_db_instance"]
     project = seed["jira"]["projects"][0]
-    assert project["key"] == "PAY" and len(project["versions"]) == 2 and project["issues"]
+    assert project["key"] == "PAY" and len(project["versions"]) == 4 and project["issues"]
     assert [job["name"] for job in seed["jenkins"]["jobs"]] == [
         "payments/build",
         "payments/deploy",

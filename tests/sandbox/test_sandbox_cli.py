@@ -127,7 +127,7 @@ def test_serves_the_seeded_systems_until_sigterm(sandbox_process: list[Running])
         f"{running.urls['jira']}/rest/api/2/project/PAY/versions", auth=AUTH, timeout=5
     )
     assert versions.status_code == 200
-    assert [v["name"] for v in versions.json()] == ["1.0.0", "1.1.0"]
+    assert [v["name"] for v in versions.json()] == ["1.0.0", "1.1.0", "1.4.0", "1.5.0"]
 
     folder = requests.get(f"{running.urls['jenkins']}/job/payments/api/json", auth=AUTH, timeout=5)
     assert folder.status_code == 200

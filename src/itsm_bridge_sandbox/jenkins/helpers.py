@@ -43,9 +43,12 @@ class ScriptingMixin:
         tests: dict[str, int] | None = None,
         queue_delay: float = 0.2,
         description: str | None = None,
+        artifacts: list[str] | tuple[str, ...] = (),
     ) -> None:
         """Create a job (folders from the path) with its default outcome."""
-        outcome = Outcome(result, duration, TestSpec.from_value(tests), queue_delay)
+        outcome = Outcome(
+            result, duration, TestSpec.from_value(tests), queue_delay, artifacts=tuple(artifacts)
+        )
         with self.lock:
             self.model.add_job(
                 name,
@@ -65,6 +68,7 @@ class ScriptingMixin:
             base.tests if tests is _KEEP else TestSpec.from_value(tests),
             base.queue_delay if queue_delay is _KEEP else float(queue_delay),
             base.log,
+            base.artifacts,
         )
 
     def script(

@@ -20,111 +20,37 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-RESULTS = ("SUCCESS", "UNSTABLE", "FAILURE", "ABORTED", "NOT_BUILT")
-PHASES = ("QUEUED", "STARTED", "COMPLETED", "FINALIZED")
+from itsm_bridge_sandbox.jenkins.spec import (
+    PHASES,
+    RESULTS,
+    Endpoint,
+    Outcome,
+    ParamDef,
+    Rule,
+    TestSpec,
+)
 
+__all__ = [
+    "PHASES",
+    "RESULTS",
+    "Build",
+    "Endpoint",
+    "Folder",
+    "JenkinsModel",
+    "Job",
+    "Outcome",
+    "ParamDef",
+    "PhaseEvent",
+    "QueueItem",
+    "Rule",
+    "TestSpec",
+    "endpoints_for",
+]
 
-@dataclass(frozen=True)
-class TestSpec:
-    """How many test cases a build reports (a JUnit report is synthesised from these counts)."""
-
-    passed: int = 0
-    failed: int = 0
-    skipped: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.passed + self.failed + self.skipped
-
-    @classmethod
-    def from_value(cls, value: Any) -> TestSpec | None:
-        if value is None or value is False:
-            return None
-        if isinstance(value, TestSpec):
-            return value
-        if not isinstance(value, dict):
-            raise ValueError(f"tests must be a mapping of passed/failed/skipped, got {value!r}")
-        unknown = set(value) - {"passed", "failed", "skipped"}
-        if unknown:
-            raise ValueError(f"unknown keys in tests: {sorted(unknown)}")
-        return cls(
-            int(value.get("passed", 0)), int(value.get("failed", 0)), int(value.get("skipped", 0))
-        )
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a build will do: its result, how long it runs, its tests and its quiet period."""
-
-    result: str = "SUCCESS"
-    duration: float = 0.5
-    tests: TestSpec | None = None
-    queue_delay: float = 0.2
-    log: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.result not in RESULTS:
-            raise ValueError(f"result must be one of {RESULTS}, got {self.result!r}")
-        if self.duration < 0 or self.queue_delay < 0:
-            raise ValueError("duration and queue_delay must not be negative")
-
-
-@dataclass
-class ParamDef:
-    """A string parameter definition (`hudson.model.StringParameterDefinition`)."""
-
-    name: str
-    default: str = ""
-    description: str | None = None
-
-    @classmethod
-    def from_value(cls, value: Any) -> ParamDef:
-        if isinstance(value, str):
-            return cls(value)
-        if isinstance(value, dict) and "name" in value:
-            default = value.get("default", "")
-            return cls(
-                str(value["name"]),
-                "" if default is None else str(default),
-                value.get("description"),
-            )
-        raise ValueError(f"a parameter is a name or {{name, default, description}}: {value!r}")
-
-
-@dataclass
-class Endpoint:
-    """One Notification plugin endpoint (`com.tikal.hudson.plugins.notification.Endpoint`).
-
-    `event` is the plugin's filter: all, started, completed, finalized, failed. `log` is the
-    number of console lines to include (-1: all). `headers` is a sandbox extension (the real
-    plugin sends only `Content-Type` and, when the URL has user info, `Authorization: Basic`).
-    """
-
-    url: str
-    event: str = "all"
-    log: int = 0
-    notes: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
-    retries: int = 0
-    timeout: float = 5.0
-
-    @classmethod
-    def from_value(cls, value: Any) -> Endpoint:
-        if isinstance(value, Endpoint):
-            return value
-        if isinstance(value, str):
-            return cls(value)
-        if isinstance(value, dict) and "url" in value:
-            return cls(
-                str(value["url"]),
-                str(value.get("event", "all")),
-                int(value.get("log", 0)),
-                str(value.get("notes", "")),
-                dict(value.get("headers") or {}),
-                int(value.get("retries", 0)),
-                float(value.get("timeout", 5.0)),
-            )
-        raise ValueError(f"a notification endpoint is a URL or {{url, ...}}: {value!r}")
+#: How long Jenkins remembers a queue item after it left the queue (`Queue.leftItems`, a
+#: cache with `expireAfterWrite(5 * 60, SECONDS)` in hudson.model.Queue): afterwards
+#: `/queue/item/<id>/api/json` answers 404 and the build is found by its parameters.
+LEFT_ITEM_SECONDS = 300.0
 
 
 @dataclass
@@ -149,6 +75,7 @@ class Job:
     parameters: list[ParamDef] = field(default_factory=list)
     outcome: Outcome = field(default_factory=Outcome)
     next_outcomes: deque[Outcome] = field(default_factory=deque)
+    rules: list[Rule] = field(default_factory=list)
     builds: dict[int, Build] = field(default_factory=dict)
     next_build_number: int = 1
     endpoints: list[Endpoint] = field(default_factory=list)
@@ -159,8 +86,15 @@ class Job:
     def name(self) -> str:
         return self.full_name.rsplit("/", 1)[-1]
 
-    def take_outcome(self) -> Outcome:
-        return self.next_outcomes.popleft() if self.next_outcomes else self.outcome
+    def take_outcome(self, params: dict[str, str] | None = None) -> Outcome:
+        """The next scripted outcome, else the first rule matching `params`, else the
+        job's default."""
+        if self.next_outcomes:
+            return self.next_outcomes.popleft()
+        for rule in self.rules:
+            if rule.matches(params or {}):
+                return rule.outcome
+        return self.outcome
 
     def completed(self) -> list[Build]:
         return [b for b in self.builds.values() if b.result is not None]
@@ -184,6 +118,7 @@ class QueueItem:
     ready_at: float
     cancelled: bool = False
     build: Build | None = None
+    left_at: float | None = None
 
     @property
     def left(self) -> bool:
@@ -296,7 +231,7 @@ class JenkinsModel:
             if item.job is job and not item.left and item.params == params:
                 return item  # Queue.schedule2 folds a duplicate (ParametersAction.shouldSchedule)
         now = self.clock()
-        outcome = job.take_outcome()
+        outcome = job.take_outcome(dict(params))
         wait = outcome.queue_delay if delay is None else max(0.0, delay)
         item = QueueItem(self.next_queue_id, job, params, outcome, now, now + wait)
         self.queue[item.id] = item
@@ -307,6 +242,7 @@ class JenkinsModel:
         if item.left:
             return False
         item.cancelled = True
+        item.left_at = self.clock()
         return True
 
     def start(self, item: QueueItem, now: float) -> Build:
@@ -323,6 +259,7 @@ class JenkinsModel:
         job.builds[build.number] = build
         job.next_build_number += 1
         item.build = build
+        item.left_at = now
         # The Notification plugin sends QUEUED and STARTED together from RunListener.onStarted
         # (notification-plugin JobListener.java); QUEUED carries the time spent in the queue.
         self._event(build, "QUEUED", item.entered)
@@ -364,7 +301,17 @@ class JenkinsModel:
                     self.complete(build, build.outcome.result, build.due)
             else:
                 self.complete(obj, obj.outcome.result, at)
+        self.forget_left_items(now)
         self.flush()
+
+    def forget_left_items(self, now: float, older_than: float = LEFT_ITEM_SECONDS) -> None:
+        """Drop items that left the queue `older_than` seconds ago (Jenkins' leftItems cache)."""
+        for item_id in [
+            i.id
+            for i in self.queue.values()
+            if i.left_at is not None and now - i.left_at >= older_than
+        ]:
+            del self.queue[item_id]
 
     def next_due(self) -> float | None:
         """When `advance` next has something to do (None: nothing pending)."""

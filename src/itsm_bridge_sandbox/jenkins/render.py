@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any
 
 from itsm_bridge_sandbox.jenkins.model import Build, Folder, JenkinsModel, Job, QueueItem
+from itsm_bridge_sandbox.jenkins.runs import artifacts_json, interrupted_action
 from itsm_bridge_sandbox.jenkins.tree import Lazy
 
 JOB_CLASS = {
@@ -288,6 +289,8 @@ def build_json(build: Build, root: str) -> dict[str, Any]:
         actions.append(parameters_action(build.params))
     actions.append(user_cause("sandbox"))
     actions.append({})
+    if build.aborted_by is not None:
+        actions.append(interrupted_action(build.aborted_by))
     report = build.test_report
     if report is not None:
         actions.append(
@@ -305,7 +308,7 @@ def build_json(build: Build, root: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "_class": RUN_CLASS[job.kind],
         "actions": actions,
-        "artifacts": [],
+        "artifacts": artifacts_json(build),
         "building": build.building,
         "description": None,
         "displayName": f"#{build.number}",

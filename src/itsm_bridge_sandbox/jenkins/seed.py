@@ -19,13 +19,19 @@ Format (see the `jenkins:` part of config/sandbox-seed.yaml)::
           duration: 1.0
           queue_delay: 0.2
           tests: {passed: 42, failed: 0, skipped: 2}   # omit: the build records no tests
+          artifacts: ["dist/payments-{VERSION}.tar.gz"]  # archived files; {NAME}: a parameter
           log: ["extra console line", ...]
+          rules:                         # the first rule whose `when` matches the build's
+            - when: {VERSION: "1.1.0"}   # parameters replaces these keys of the outcome:
+              result: FAILURE            # result, duration, tests, queue_delay, artifacts
+              tests: {passed: 10, failed: 2}
           disabled: false
           notify_url: ...                # or notifications: [...]; replaces the global ones
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from itsm_bridge_sandbox.jenkins.model import (
@@ -33,6 +39,7 @@ from itsm_bridge_sandbox.jenkins.model import (
     JenkinsModel,
     Outcome,
     ParamDef,
+    Rule,
     TestSpec,
 )
 
@@ -55,11 +62,14 @@ JOB_KEYS = {
     "duration",
     "queue_delay",
     "tests",
+    "artifacts",
     "log",
     "disabled",
     "notify_url",
     "notifications",
+    "rules",
 }
+RULE_KEYS = {"when", "result", "duration", "tests", "queue_delay", "artifacts"}
 KINDS = ("pipeline", "freestyle")
 
 
@@ -82,6 +92,37 @@ def endpoints(spec: dict[str, Any], where: str) -> list[Endpoint]:
             found.append(Endpoint.from_value(entry))
         except ValueError as exc:
             raise ValueError(f"{where}.notifications: {exc}") from exc
+    return found
+
+
+def rules(spec: dict[str, Any], base: Outcome, where: str) -> list[Rule]:
+    """The job's `rules`: each overrides some keys of the job's outcome for the builds whose
+    parameters match `when`."""
+    found: list[Rule] = []
+    for index, entry in enumerate(spec.get("rules") or []):
+        at = f"{where}.rules[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("when"), dict):
+            raise ValueError(f"{at}: a rule is {{when: {{PARAMETER: value}}, result: ...}}")
+        unknown = set(entry) - RULE_KEYS
+        if unknown:
+            raise ValueError(f"{at}: unknown keys {sorted(unknown)}; known: {sorted(RULE_KEYS)}")
+        changes: dict[str, Any] = {}
+        if "result" in entry:
+            changes["result"] = str(entry["result"])
+        if "duration" in entry:
+            changes["duration"] = float(entry["duration"])
+        if "queue_delay" in entry:
+            changes["queue_delay"] = float(entry["queue_delay"])
+        if "tests" in entry:
+            changes["tests"] = TestSpec.from_value(entry["tests"])
+        if "artifacts" in entry:
+            changes["artifacts"] = tuple(str(a) for a in entry["artifacts"] or ())
+        try:
+            outcome = replace(base, **changes)
+        except ValueError as exc:
+            raise ValueError(f"{at}: {exc}") from exc
+        when = tuple((str(k), str(v)) for k, v in entry["when"].items())
+        found.append(Rule(when, outcome))
     return found
 
 
@@ -111,11 +152,12 @@ def load(model: JenkinsModel, seed: dict[str, Any] | None) -> dict[str, Any]:
                 tests=TestSpec.from_value(job.get("tests")),
                 queue_delay=float(job.get("queue_delay", quiet)),
                 log=tuple(str(line) for line in job.get("log") or ()),
+                artifacts=tuple(str(a) for a in job.get("artifacts") or ()),
             )
             params = [ParamDef.from_value(p) for p in job.get("parameters") or []]
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from exc
-        model.add_job(
+        created = model.add_job(
             str(job["name"]),
             kind=kind,
             parameters=params,
@@ -124,4 +166,5 @@ def load(model: JenkinsModel, seed: dict[str, Any] | None) -> dict[str, Any]:
             disabled=bool(job.get("disabled", False)),
             description=job.get("description"),
         )
+        created.rules = rules(job, outcome, where)
     return spec

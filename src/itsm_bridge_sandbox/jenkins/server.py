@@ -16,7 +16,9 @@ Security, as Jenkins 2.440 with "logged-in users can do anything":
   authenticated with the password need the `Jenkins-Crumb` header (or form field) from
   `/crumbIssuer/api/json`, else 403 "No valid crumb was included in the request". When the
   password equals the API token (the default `sandbox`/`sandbox`) every request counts as
-  token-authenticated.
+  token-authenticated. A crumb is valid only in the web session it was issued in (Jenkins
+  >= 2.176.2, "CSRF Protection Explained", CloudBees KB): the crumb issuer starts a session
+  with a `JSESSIONID.<node>` cookie and a POST must send that cookie back with the crumb.
 Every response carries `X-Jenkins: 2.440.3`, `X-Hudson` and `X-Jenkins-Session`.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +42,7 @@ from itsm_bridge_sandbox.jenkins.notifications import NotificationSender, payloa
 from itsm_bridge_sandbox.webapp import Request, Response
 
 VERSION = "2.440.3"
+SESSION_COOKIE = "JSESSIONID.sandbox"
 
 
 class JenkinsSandbox(JobRoutesMixin, ScriptingMixin, SandboxServer):
@@ -161,9 +165,18 @@ class JenkinsSandbox(JobRoutesMixin, ScriptingMixin, SandboxServer):
             },
         )
 
-    @property
-    def crumb(self) -> str:
-        return hashlib.sha256(f"{self.user}:{self.session}".encode()).hexdigest()
+    def crumb_for(self, web_session: str) -> str:
+        """The crumb of one web session (`DefaultCrumbIssuer`: user and session)."""
+        return hashlib.sha256(f"{self.user}:{self.session}:{web_session}".encode()).hexdigest()
+
+    @staticmethod
+    def web_session(request: Request) -> str | None:
+        """The `JSESSIONID.sandbox` cookie the request carries, if any."""
+        for part in (request.header("cookie") or "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == SESSION_COOKIE and value:
+                return value
+        return None
 
     def _check_crumb(self, request: Request) -> Response | None:
         creds = self._basic(request)
@@ -172,7 +185,8 @@ class JenkinsSandbox(JobRoutesMixin, ScriptingMixin, SandboxServer):
         sent = request.header("jenkins-crumb") or next(
             iter(request.form().get("Jenkins-Crumb") or []), None
         )
-        if sent != self.crumb:
+        session = self.web_session(request)
+        if session is None or sent != self.crumb_for(session):
             return html_error(403, "No valid crumb was included in the request")
         return None
 
@@ -233,14 +247,20 @@ class JenkinsSandbox(JobRoutesMixin, ScriptingMixin, SandboxServer):
         return Response(200, body.encode(), {"Content-Type": HTML})
 
     def _crumb_issuer(self, request: Request) -> Response:
-        return self._api(
+        session = self.web_session(request)
+        fresh = session is None
+        session = session or secrets.token_hex(12)
+        response = self._api(
             request,
             lambda *_: {
                 "_class": "hudson.security.csrf.DefaultCrumbIssuer",
-                "crumb": self.crumb,
+                "crumb": self.crumb_for(session),
                 "crumbRequestField": "Jenkins-Crumb",
             },
         )
+        if fresh and response.status == 200:
+            response.headers["Set-Cookie"] = f"{SESSION_COOKIE}={session}; Path=/; HttpOnly"
+        return response
 
     def _who_am_i(self, request: Request) -> Response:
         if self._basic(request) is not None and not self.credentials_ok(request):

@@ -5,7 +5,9 @@ issue remote links, issue properties groups) and the Jira Server 9 REST referenc
 create answers 201 `{id, key, self}`; edit and transition answer 204; an unknown transition
 is 400 "Transition id 'N' is not valid for this issue."; POST remotelink with the `globalId`
 of an existing link updates it (200) instead of creating one (201); PUT of a property answers
-201 when created and 200 when updated.
+201 when created and 200 when updated. A create may carry `properties` (`[{key, value}]`,
+"IssueUpdateDetails"), set with the issue. A transition may set only the fields of its
+screen and must set the required ones (see workflows.py).
 """
 
 from __future__ import annotations
@@ -171,6 +173,22 @@ def apply_update(store: Store, issue: Issue, update: dict[str, Any]) -> list[dic
     return items
 
 
+def _properties(values: Any) -> dict[str, Any]:
+    """The `properties` of a create request: `[{"key", "value"}]` (IssueUpdateDetails)."""
+    if values is None:
+        return {}
+    if not isinstance(values, list) or not all(
+        isinstance(v, dict) and v.get("key") and "value" in v for v in values
+    ):
+        raise JiraError(400, ["Entity properties must be a list of objects with key and value."])
+    for value in values:
+        if len(str(value["key"])) > 255:
+            raise JiraError(400, ["The property key cannot be longer than 255 characters."])
+        if len(json.dumps(value["value"])) > 32768:
+            raise JiraError(400, ["The property value cannot be longer than 32768 bytes."])
+    return {str(v["key"]): v["value"] for v in values}
+
+
 def create(store: Store, data: dict[str, Any]) -> Issue:
     fields = data.get("fields")
     if not isinstance(fields, dict):
@@ -212,6 +230,7 @@ def create(store: Store, data: dict[str, Any]) -> Issue:
         issue = store.create_issue(proj, str(fields["summary"]), issuetype=issuetype)
         try:
             apply_fields(store, issue, rest)
+            issue.properties.update(_properties(data.get("properties")))
         except JiraError:
             del store.issues[issue.id]
             proj.next_number -= 1
@@ -267,8 +286,12 @@ def register(sb: JiraSandbox) -> None:
         issue = store.issue(req.params["key"])
         wanted = req.arg("transitionId")
         found = [t for t in store.transitions_for(issue) if wanted in (None, t.id)]
+        with_fields = "transitions.fields" in (req.arg("expand") or "").split(",")
         return ok(
-            {"expand": "transitions", "transitions": [shapes.transition(ctx, t) for t in found]}
+            {
+                "expand": "transitions",
+                "transitions": [shapes.transition(ctx, t, with_fields) for t in found],
+            }
         )
 
     @route(sb, "POST", "issue/{key}/transitions")
@@ -278,9 +301,7 @@ def register(sb: JiraSandbox) -> None:
         ident = (data.get("transition") or {}).get("id")
         if ident is None:
             raise JiraError(400, ["Missing 'transition' identifier"])
-        items = store.transition(issue, str(ident))
-        fields = {k: v for k, v in (data.get("fields") or {}).items() if k != "resolution"}
-        items += apply_fields(store, issue, fields)
+        items = store.transition(issue, str(ident), data.get("fields") or {})
         items += apply_update(store, issue, data.get("update") or {})
         store.record(issue, items, "issue_generic")
         return no_content()

@@ -7,8 +7,9 @@ fields `project`, `key`/`issue`/`issuekey`/`id`, `status`, `statusCategory`, `is
 `issue.property[KEY].path`; operators `= != > >= < <= ~ !~ in, not in, is, is not`; values
 quoted or bare, `EMPTY`/`NULL`, lists, the functions `openSprints()`, `closedSprints()`,
 `futureSprints()`, `releasedVersions()`, `unreleasedVersions()`, `now()`, `startOfDay()`,
-`endOfDay()`; dates `yyyy-MM-dd HH:mm`, `yyyy/MM/dd HH:mm`, `yyyy-MM-dd`, relative `-5m`,
-`-2h`, `-1d`, `-1w`; AND, OR, NOT, parentheses; `ORDER BY f [ASC|DESC], ...`.
+`endOfDay()`; dates `yyyy-MM-dd HH:mm`, `yyyy/MM/dd HH:mm`, `yyyy-MM-dd` (read in the user's
+profile time zone, `Store.timezone`), epoch milliseconds (an instant), relative `-5m`, `-2h`,
+`-1d`, `-1w`; AND, OR, NOT, parentheses; `ORDER BY f [ASC|DESC], ...`.
 
 As in Jira, `!=` and `not in` on multi-valued fields (labels, fixVersion, sprint) never match
 issues where the field is empty, and unknown fields or values are errors (HTTP 400 with
@@ -21,6 +22,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from itsm_bridge_sandbox.jira.jql_parser import (
     DATES,
@@ -142,21 +144,29 @@ class Evaluator:
         if clause.field in DATES and lname in ("now", "startofday", "endofday"):
             if lname == "now":
                 return [self.now]
-            start = datetime.combine(self.now.date(), time(), tzinfo=UTC)
+            zone = ZoneInfo(self.store.timezone)
+            start = datetime.combine(self.now.astimezone(zone).date(), time(), tzinfo=zone)
             return [start if lname == "startofday" else start + timedelta(days=1, microseconds=-1)]
         raise jql_error(f"Unable to find JQL function '{name}()'.")
 
     def date(self, text: str, clause: Clause) -> datetime:
+        """A date value: a relative period, epoch milliseconds (an instant, whatever the
+        user's zone), or a formatted date read in the user's profile time zone (Jira's
+        `JqlDateSupport`: "It will consider the user's time zone when parsing the date
+        string"; `convertToDate(Long)` for numbers)."""
         rel = _RELATIVE.match(text.strip())
         if rel:
             unit = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes"}[rel.group(3)]
             delta = timedelta(**{unit: int(rel.group(2))})
             return self.now - delta if rel.group(1) == "-" else self.now + delta
+        if text.strip().isdigit():
+            return datetime.fromtimestamp(int(text.strip()) / 1000, UTC)
         for fmt in _DATE_FORMATS:
             try:
-                return datetime.strptime(text.strip(), fmt).replace(tzinfo=UTC)
+                parsed = datetime.strptime(text.strip(), fmt)
             except ValueError:
                 continue
+            return parsed.replace(tzinfo=ZoneInfo(self.store.timezone)).astimezone(UTC)
         raise jql_error(
             f"Date value '{text}' for field '{clause.field}' is invalid. Valid formats include: "
             "'yyyy/MM/dd HH:mm', 'yyyy-MM-dd HH:mm', 'yyyy/MM/dd', 'yyyy-MM-dd', or a period "

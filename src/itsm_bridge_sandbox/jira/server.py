@@ -15,13 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 from itsm_bridge_sandbox.base import SandboxServer
-from itsm_bridge_sandbox.jira import agile, issues, rest, shapes
-from itsm_bridge_sandbox.jira.common import body, no_content, ok, route
+from itsm_bridge_sandbox.jira import agile, issues, rest, shapes, webhooks
+from itsm_bridge_sandbox.jira import seed as seeding
 from itsm_bridge_sandbox.jira.shapes import Ctx
 from itsm_bridge_sandbox.jira.store import (
     STATUSES,
     Issue,
-    JiraError,
     Project,
     Store,
     status_by_name,
@@ -53,6 +52,7 @@ class JiraSandbox(SandboxServer):
         user: str = "sandbox",
         password: str = "sandbox",
         deployment: str | None = None,
+        timezone: str | None = None,
     ) -> None:
         data = dict((seed or {}).get("jira", seed) or {})
         chosen = deployment or str(data.get("deployment") or "Server")
@@ -71,6 +71,8 @@ class JiraSandbox(SandboxServer):
         self.store.on_change = self._on_change
         if data:
             self.load_seed(data)
+        self._timezone = seeding.check_timezone(timezone) if timezone else self.store.timezone
+        self.store.timezone = self._timezone
 
     @property
     def cloud(self) -> bool:
@@ -81,7 +83,7 @@ class JiraSandbox(SandboxServer):
         rest.register(self)
         issues.register(self)
         agile.register(self)
-        self._webhook_routes()
+        webhooks.register_routes(self)
 
     def unauthorized(self, request: Request) -> Response:
         """Cloud answers a plain-text 401; Server the REST error JSON (both with a challenge)."""
@@ -121,7 +123,7 @@ class JiraSandbox(SandboxServer):
         base = self._base
         if request is not None and request.header("host"):
             base = f"http://{request.header('host')}"
-        return Ctx(base, api, self.cloud, self.user)
+        return Ctx(base, api, self.cloud, self.user, self.store.timezone)
 
     # -- fault injection ---------------------------------------------------------------------
     def rate_limit(self, count: int = 1, retry_after: int = 1) -> None:
@@ -195,10 +197,20 @@ class JiraSandbox(SandboxServer):
     def wait_for_webhooks(self, timeout: float = 5.0) -> bool:
         return self.webhooks.wait(timeout)
 
+    def redeliver(self, index: int = -1) -> int | None:
+        """Send a recorded delivery again, as Jira retries one: the same body, signature and
+        `X-Atlassian-Webhook-Identifier`, plus `X-Atlassian-Webhook-Retry`; the status."""
+        return self.webhooks.redeliver(self.webhooks.deliveries[index])
+
+    def set_timezone(self, name: str) -> None:
+        """The integration user's profile time zone (JQL dates, rendered timestamps)."""
+        with self.lock:
+            self.store.timezone = seeding.check_timezone(name)
+
     def _on_change(self, event: str, data: dict[str, Any]) -> None:
         if not self.webhooks.has_listeners(event):
             return
-        ctx = Ctx(self._base, "2", self.cloud, self.user)
+        ctx = Ctx(self._base, "2", self.cloud, self.user, self.store.timezone)
         payload: dict[str, Any] = {
             "timestamp": int(self.store.clock().timestamp() * 1000),
             "webhookEvent": event,
@@ -217,43 +229,6 @@ class JiraSandbox(SandboxServer):
             payload["version"] = shapes.version(ctx, data["version"])
         self.webhooks.publish(event, payload)
 
-    def _webhook_routes(self) -> None:
-        base = "/rest/webhooks/1.0/webhook"
-
-        def render(ctx: Ctx, hook: Any) -> dict[str, Any]:
-            return {
-                "name": hook.name,
-                "url": hook.url,
-                "events": hook.events or [],
-                "enabled": hook.enabled,
-                "self": f"{ctx.base}{base}/{hook.id}",
-                "filters": {"issue-related-events-section": ""},
-                "excludeBody": False,
-            }
-
-        @route(self, "GET", base, rest=False)
-        def list_hooks(req: Request, ctx: Ctx) -> Response:
-            return ok([render(ctx, h) for h in self.webhooks.webhooks])
-
-        @route(self, "POST", base, rest=False)
-        def add_hook(req: Request, ctx: Ctx) -> Response:
-            data = body(req)
-            if not data.get("url"):
-                raise JiraError(400, [], {"url": "The URL must be specified."})
-            hook = self.webhooks.register(
-                str(data["url"]),
-                data.get("secret"),
-                data.get("events"),
-                str(data.get("name") or "webhook"),
-            )
-            return ok(render(ctx, hook), 201)
-
-        @route(self, "DELETE", base + "/{hid}", rest=False)
-        def delete_hook(req: Request, ctx: Ctx) -> Response:
-            if not self.webhooks.unregister(int(req.params["hid"])):
-                raise JiraError(404, ["Webhook not found."])
-            return no_content()
-
     def reset(self, seed: dict[str, Any] | None = None) -> None:
         """Back to an empty (or freshly seeded) Jira: records, faults, webhooks, request log.
 
@@ -262,6 +237,7 @@ class JiraSandbox(SandboxServer):
         """
         with self.lock:
             self.store.clear()
+            self.store.timezone = self._timezone
             self.search_max_results, self.cloud_max_results = 1000, 100
             with self._fault_lock:
                 self._faults.clear()
@@ -274,51 +250,8 @@ class JiraSandbox(SandboxServer):
 
     # -- seed --------------------------------------------------------------------------------
     def load_seed(self, data: dict[str, Any]) -> None:
-        """Load `{projects: [{key, name, versions, board: {name, sprints}, issues}]}`."""
-        with self.lock:
-            listener, self.store.on_change = self.store.on_change, None
-            try:
-                for proj in data.get("projects") or []:
-                    self._seed_project(proj)
-            finally:
-                self.store.on_change = listener
-
-    def _seed_project(self, spec: dict[str, Any]) -> None:
-        store = self.store
-        proj = store.add_project(str(spec["key"]), str(spec.get("name") or spec["key"]))
-        for v in spec.get("versions") or []:
-            v = {"name": v} if isinstance(v, str) else v
-            store.add_version(
-                proj,
-                str(v["name"]),
-                description=str(v.get("description", "")),
-                released=bool(v.get("released", False)),
-                archived=bool(v.get("archived", False)),
-                release_date=v.get("releaseDate") and str(v["releaseDate"]),
-            )
-        boards = spec.get("boards") or ([spec["board"]] if spec.get("board") else [])
-        for b in boards:
-            board = store.add_board(proj, str(b.get("name") or f"{proj.key} board"))
-            for s in b.get("sprints") or []:
-                store.add_sprint(
-                    board,
-                    str(s["name"]),
-                    str(s.get("state", "future")),
-                    goal=str(s.get("goal", "")),
-                )
-        for i in spec.get("issues") or []:
-            self.add_issue(
-                proj.key,
-                str(i["summary"]),
-                status=str(i.get("status", "To Do")),
-                fix_versions=i.get("fixVersions") or [],
-                labels=i.get("labels") or [],
-                sprint=i.get("sprint"),
-                issue_type=str(i.get("type", "Story")),
-                description=i.get("description"),
-                priority=str(i.get("priority", "Medium")),
-                properties=i.get("properties"),
-            )
+        """Load the `jira` part of a seed (see seed.py)."""
+        seeding.load(self, data)
 
     # -- helpers for humans and tests ------------------------------------------------------
     def add_project(
@@ -332,13 +265,14 @@ class JiraSandbox(SandboxServer):
         """Create a project with versions and (optionally) a board with `(name, state)` sprints."""
         with self.lock:
             sprint_specs = [{"name": n, "state": s} for n, s in sprints]
-            self._seed_project(
+            seeding.seed_project(
+                self,
                 {
                     "key": key,
                     "name": name or key,
                     "versions": [{"name": v} for v in versions],
                     "boards": [{"name": board, "sprints": sprint_specs}] if board else [],
-                }
+                },
             )
             return self.store.project(key)
 

@@ -17,6 +17,7 @@ Sources (Atlassian developer documentation, "The Jira Cloud platform REST API" v
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from itsm_bridge_sandbox.jira.store import (
@@ -37,6 +38,7 @@ from itsm_bridge_sandbox.jira.store import (
     jira_time,
     status_by_name,
 )
+from itsm_bridge_sandbox.jira.workflows import field_meta
 
 ACCOUNT_ID = "5b10ac8d82e05b22cc7d4ef5"
 SPRINT_FIELD = "customfield_10020"
@@ -51,6 +53,10 @@ class Ctx:
     api: str = "2"
     cloud: bool = False
     user: str = "sandbox"
+    tz: str = "UTC"  # the user's profile time zone: timestamps are rendered in it
+
+    def time(self, moment: datetime) -> str:
+        return jira_time(moment, self.tz)
 
     @property
     def rest(self) -> str:
@@ -106,7 +112,7 @@ def user(ctx: Ctx) -> dict[str, Any]:
             "avatarUrls": avatars,
             "displayName": "Sandbox User",
             "active": True,
-            "timeZone": "UTC",
+            "timeZone": ctx.tz,
             "locale": "en_US",
         }
     return {
@@ -118,7 +124,7 @@ def user(ctx: Ctx) -> dict[str, Any]:
         "displayName": "Sandbox User",
         "active": True,
         "deleted": False,
-        "timeZone": "UTC",
+        "timeZone": ctx.tz,
         "locale": "en_US",
     }
 
@@ -197,18 +203,22 @@ def version(ctx: Ctx, v: Version) -> dict[str, Any]:
     return out
 
 
-def transition(ctx: Ctx, t: Transition) -> dict[str, Any]:
-    return {
+def transition(ctx: Ctx, t: Transition, with_fields: bool = False) -> dict[str, Any]:
+    """A transition; its screen's fields only with `expand=transitions.fields`."""
+    out: dict[str, Any] = {
         "id": t.id,
         "name": t.name,
         "to": status(ctx, status_by_name(t.to)),
-        "hasScreen": False,
+        "hasScreen": bool(t.screen),
         "isGlobal": False,
         "isInitial": False,
         "isAvailable": True,
         "isConditional": False,
         "isLooped": False,
     }
+    if with_fields:
+        out["fields"] = {f: field_meta(ctx.rest, f, f in t.required) for f in t.screen}
+    return out
 
 
 def comment(ctx: Ctx, issue: Issue, c: Comment) -> dict[str, Any]:
@@ -219,8 +229,8 @@ def comment(ctx: Ctx, issue: Issue, c: Comment) -> dict[str, Any]:
         "author": author,
         "body": rich(ctx, c.body),
         "updateAuthor": author,
-        "created": jira_time(c.created),
-        "updated": jira_time(c.updated),
+        "created": ctx.time(c.created),
+        "updated": ctx.time(c.updated),
         "jsdPublic": True,
     }
 
@@ -334,10 +344,10 @@ def issue_fields(ctx: Ctx, store: Store, issue: Issue) -> dict[str, Any]:
             "description": "",
             "name": issue.resolution,
         },
-        "resolutiondate": jira_time(issue.resolution_date) if issue.resolution_date else None,
-        "created": jira_time(issue.created),
-        "updated": jira_time(issue.updated),
-        "statuscategorychangedate": jira_time(issue.updated),
+        "resolutiondate": ctx.time(issue.resolution_date) if issue.resolution_date else None,
+        "created": ctx.time(issue.created),
+        "updated": ctx.time(issue.updated),
+        "statuscategorychangedate": ctx.time(issue.updated),
         "reporter": user(ctx),
         "creator": user(ctx),
         "assignee": None,
@@ -390,7 +400,7 @@ def issue(
             {
                 "id": str(h.id),
                 "author": user(ctx),
-                "created": jira_time(h.created),
+                "created": ctx.time(h.created),
                 "items": h.items,
             }
             for h in reversed(iss.histories)
@@ -401,8 +411,9 @@ def issue(
             "total": len(histories),
             "histories": histories,
         }
-    if "transitions" in expands:
-        out["transitions"] = [transition(ctx, t) for t in store.transitions_for(iss)]
+    if expands & {"transitions", "transitions.fields"}:
+        with_fields = "transitions.fields" in expands
+        out["transitions"] = [transition(ctx, t, with_fields) for t in store.transitions_for(iss)]
     if "names" in expands:
         out["names"] = {k: k for k in out.get("fields", {})}
     if properties:

@@ -13,19 +13,30 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from itsm_bridge_sandbox.jira.records import (
+    Board,
+    Comment,
+    History,
+    Issue,
+    Project,
+    RemoteLink,
+    Sprint,
+    Version,
+    utcnow,
+)
+from itsm_bridge_sandbox.jira.workflows import DEFAULT, Transition, resolution_name
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def jira_time(moment: datetime) -> str:
-    """Jira's timestamp format, e.g. `2026-11-28T05:30:00.000+0000`."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
+def jira_time(moment: datetime, tz: str = "UTC") -> str:
+    """Jira's timestamp format in a user's zone, e.g. `2026-11-28T05:30:00.000+0000`."""
+    moment = moment.astimezone(ZoneInfo(tz))
+    millis = f"{moment.microsecond // 1000:03d}"
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + millis + moment.strftime("%z")
 
 
 def agile_time(moment: datetime) -> str:
@@ -72,22 +83,7 @@ STATUSES = [
 ]
 
 
-@dataclass(frozen=True)
-class Transition:
-    id: str
-    name: str
-    to: str
-    sources: tuple[str, ...]
-
-
-TRANSITIONS = [
-    Transition("11", "Start work", "In Progress", ("To Do",)),
-    Transition("21", "Send to review", "In Review", ("In Progress",)),
-    Transition("31", "Resolve", "Done", ("In Progress", "In Review")),
-    Transition("41", "Reopen", "To Do", ("Done",)),
-    Transition("51", "Back to backlog", "To Do", ("In Progress", "In Review")),
-    Transition("61", "Request changes", "In Progress", ("In Review",)),
-]
+TRANSITIONS = DEFAULT  # the default workflow (see workflows.py)
 
 ISSUE_TYPES = {"Epic": "10000", "Story": "10001", "Task": "10002", "Bug": "10003"}
 PRIORITIES = {"Highest": "1", "High": "2", "Medium": "3", "Low": "4", "Lowest": "5"}
@@ -100,96 +96,6 @@ def status_by_name(name: str) -> Status:
     raise KeyError(name)
 
 
-# -- records -------------------------------------------------------------------------------
-@dataclass
-class Project:
-    id: int
-    key: str
-    name: str
-    next_number: int = 1
-
-
-@dataclass
-class Version:
-    id: int
-    project_id: int
-    name: str
-    description: str = ""
-    released: bool = False
-    archived: bool = False
-    release_date: str | None = None  # yyyy-mm-dd
-    start_date: str | None = None
-
-
-@dataclass
-class Board:
-    id: int
-    name: str
-    project_id: int
-    type: str = "scrum"
-
-
-@dataclass
-class Sprint:
-    id: int
-    board_id: int
-    name: str
-    state: str = "future"  # future | active | closed
-    goal: str = ""
-    start: datetime | None = None
-    end: datetime | None = None
-    complete: datetime | None = None
-
-
-@dataclass
-class Comment:
-    id: int
-    body: Any  # plain text or an ADF document, as given
-    created: datetime
-    updated: datetime
-
-
-@dataclass
-class RemoteLink:
-    id: int
-    object: dict[str, Any]
-    global_id: str | None = None
-    application: dict[str, Any] | None = None
-    relationship: str | None = None
-
-
-@dataclass
-class History:
-    id: int
-    created: datetime
-    items: list[dict[str, Any]]
-
-
-@dataclass
-class Issue:
-    id: int
-    key: str
-    project_id: int
-    summary: str
-    issuetype: str = "Story"
-    status: str = "To Do"
-    description: Any = None
-    labels: list[str] = field(default_factory=list)
-    fix_versions: list[int] = field(default_factory=list)
-    priority: str = "Medium"
-    created: datetime = field(default_factory=utcnow)
-    updated: datetime = field(default_factory=utcnow)
-    resolution: str | None = None
-    resolution_date: datetime | None = None
-    sprint: int | None = None
-    past_sprints: list[int] = field(default_factory=list)
-    properties: dict[str, Any] = field(default_factory=dict)
-    comments: list[Comment] = field(default_factory=list)
-    remote_links: list[RemoteLink] = field(default_factory=list)
-    histories: list[History] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # fields the sandbox only stores
-
-
 ChangeListener = Callable[[str, dict[str, Any]], None]
 
 
@@ -199,6 +105,9 @@ class Store:
     def __init__(self, clock: Callable[[], datetime] = utcnow) -> None:
         self.clock = clock
         self.on_change: ChangeListener | None = None
+        #: the integration user's profile time zone: JQL dates without a zone are read in
+        #: it and REST renders timestamps in it
+        self.timezone = "UTC"
         self.clear()
 
     def clear(self) -> None:
@@ -344,15 +253,18 @@ class Store:
             "toString": new,
         }
 
-    def set_status(self, issue: Issue, target: str, record: bool = True) -> list[dict[str, Any]]:
+    def set_status(
+        self, issue: Issue, target: str, record: bool = True, resolution: str | None = None
+    ) -> list[dict[str, Any]]:
         old, new = status_by_name(issue.status), status_by_name(target)
         if old == new:
             return []
         items = [self.item("status", old.name, new.name, old.id, new.id)]
         issue.status = new.name
         if new.category == "done" and issue.resolution is None:
-            issue.resolution, issue.resolution_date = "Done", self.clock()
-            items.append(self.item("resolution", None, "Done", None, "10000"))
+            name = resolution or "Done"
+            issue.resolution, issue.resolution_date = name, self.clock()
+            items.append(self.item("resolution", None, name, None, "10000"))
         elif new.category != "done" and issue.resolution is not None:
             items.append(self.item("resolution", issue.resolution, None, "10000", None))
             issue.resolution, issue.resolution_date = None, None
@@ -360,14 +272,41 @@ class Store:
             self.record(issue, items, "issue_generic")
         return items
 
-    def transitions_for(self, issue: Issue) -> list[Transition]:
-        return [t for t in TRANSITIONS if issue.status in t.sources]
+    def workflow(self, issue: Issue) -> list[Transition]:
+        """The transitions of the issue's workflow (its project's, by issue type)."""
+        chosen = self.projects[issue.project_id].workflows
+        return chosen.get(issue.issuetype) or chosen.get("*") or DEFAULT
 
-    def transition(self, issue: Issue, transition_id: str) -> list[dict[str, Any]]:
+    def transitions_for(self, issue: Issue) -> list[Transition]:
+        return [t for t in self.workflow(issue) if issue.status in t.sources]
+
+    def transition(
+        self, issue: Issue, transition_id: str, fields: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Take a transition; `fields` may hold only its screen's fields, and the required
+        ones ("Field 'x' cannot be set. It is not on the appropriate screen, or unknown.")."""
         match = next((t for t in self.transitions_for(issue) if t.id == str(transition_id)), None)
         if match is None:
             raise JiraError(400, [f"Transition id '{transition_id}' is not valid for this issue."])
-        return self.set_status(issue, match.to, record=False)
+        given = dict(fields or {})
+        errors = {
+            name: f"Field '{name}' cannot be set. It is not on the appropriate screen, or unknown."
+            for name in given
+            if name not in match.screen
+        }
+        errors.update(
+            {
+                name: f"{name.capitalize()} is required."
+                for name in match.required
+                if given.get(name) in (None, "", {})
+            }
+        )
+        resolution = resolution_name(given.get("resolution")) if "resolution" in given else None
+        if "resolution" in given and "resolution" not in errors and resolution is None:
+            errors["resolution"] = "Resolution value is not valid."
+        if errors:
+            raise JiraError(400, [], errors)
+        return self.set_status(issue, match.to, record=False, resolution=resolution)
 
     def set_labels(self, issue: Issue, labels: list[str]) -> list[dict[str, Any]]:
         for label in labels:

@@ -6,7 +6,10 @@ webhooks/): a JSON object with `timestamp` (epoch milliseconds), `webhookEvent`
 events, `issue_event_type_name`, `user`, `issue` and `changelog` (`{id, items}`); a comment
 adds `comment`. When the webhook has a secret, the raw body is signed with HMAC-SHA256 and sent
 as `X-Hub-Signature: sha256=<hex digest>` (WebSub `method=signature`, "Secure admin webhooks").
-Jira also sends `X-Atlassian-Webhook-Identifier` and `X-Atlassian-Webhook-Flow`.
+Jira also sends `X-Atlassian-Webhook-Identifier` and `X-Atlassian-Webhook-Flow`. Jira Cloud
+retries a delivery answered 408, 409, 425, 429 or 5xx (or not answered) with the same body and
+identifier and an `X-Atlassian-Webhook-Retry` count ("New Jira Cloud Webhook Retry Policy",
+Atlassian developer community); the sandbox retries only when asked (`redeliver`).
 
 Delivery happens on one background thread, in event order; failures are logged and recorded
 in `deliveries`, never raised.
@@ -22,9 +25,17 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
+
+from itsm_bridge_sandbox.jira.common import body, no_content, ok, route
+from itsm_bridge_sandbox.jira.shapes import Ctx
+from itsm_bridge_sandbox.jira.store import JiraError
+from itsm_bridge_sandbox.webapp import Request, Response
+
+if TYPE_CHECKING:
+    from itsm_bridge_sandbox.jira.server import JiraSandbox
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +67,7 @@ class Delivery:
     status: int | None = None
     error: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
 
 
 class WebhookDispatcher:
@@ -129,15 +141,40 @@ class WebhookDispatcher:
         }
         if hook.secret:
             headers["X-Hub-Signature"] = signature(hook.secret, body)
-        delivery = Delivery(hook.id, hook.url, event, payload, headers=headers)
+        delivery = Delivery(hook.id, hook.url, event, payload, headers=headers, body=body)
+        self._post(delivery)
+        with self._lock:
+            self.deliveries.append(delivery)
+
+    def _post(self, delivery: Delivery) -> None:
         try:
-            response = requests.post(hook.url, data=body, headers=headers, timeout=self.timeout)
+            response = requests.post(
+                delivery.url, data=delivery.body, headers=delivery.headers, timeout=self.timeout
+            )
             delivery.status = response.status_code
         except requests.RequestException as exc:
             delivery.error = str(exc)
-            log.warning("jira sandbox: webhook %s to %s failed: %s", event, hook.url, exc)
+            log.warning(
+                "jira sandbox: webhook %s to %s failed: %s", delivery.event, delivery.url, exc
+            )
+
+    def redeliver(self, original: Delivery) -> int | None:
+        """Retry a delivery as Jira Cloud does: same body and identifier, plus
+        `X-Atlassian-Webhook-Retry` (the retry count); recorded like any delivery."""
+        retries = int(original.headers.get("X-Atlassian-Webhook-Retry", "0")) + 1
+        headers = {**original.headers, "X-Atlassian-Webhook-Retry": str(retries)}
+        again = Delivery(
+            original.webhook_id,
+            original.url,
+            original.event,
+            original.payload,
+            headers=headers,
+            body=original.body,
+        )
+        self._post(again)
         with self._lock:
-            self.deliveries.append(delivery)
+            self.deliveries.append(again)
+        return again.status
 
     def wait(self, timeout: float = 5.0) -> bool:
         """Block until every queued delivery is done (or `timeout`); True when idle."""
@@ -155,3 +192,42 @@ class WebhookDispatcher:
             self._queue.put(None)
             self._thread.join(timeout=2)
         self._thread = None
+
+
+def register_routes(sb: JiraSandbox) -> None:
+    """`/rest/webhooks/1.0/webhook`: list, register and delete webhooks (admin webhooks)."""
+    base = "/rest/webhooks/1.0/webhook"
+
+    def render(ctx: Ctx, hook: Any) -> dict[str, Any]:
+        return {
+            "name": hook.name,
+            "url": hook.url,
+            "events": hook.events or [],
+            "enabled": hook.enabled,
+            "self": f"{ctx.base}{base}/{hook.id}",
+            "filters": {"issue-related-events-section": ""},
+            "excludeBody": False,
+        }
+
+    @route(sb, "GET", base, rest=False)
+    def list_hooks(req: Request, ctx: Ctx) -> Response:
+        return ok([render(ctx, h) for h in sb.webhooks.webhooks])
+
+    @route(sb, "POST", base, rest=False)
+    def add_hook(req: Request, ctx: Ctx) -> Response:
+        data = body(req)
+        if not data.get("url"):
+            raise JiraError(400, [], {"url": "The URL must be specified."})
+        hook = sb.webhooks.register(
+            str(data["url"]),
+            data.get("secret"),
+            data.get("events"),
+            str(data.get("name") or "webhook"),
+        )
+        return ok(render(ctx, hook), 201)
+
+    @route(sb, "DELETE", base + "/{hid}", rest=False)
+    def delete_hook(req: Request, ctx: Ctx) -> Response:
+        if not sb.webhooks.unregister(int(req.params["hid"])):
+            raise JiraError(404, ["Webhook not found."])
+        return no_content()

@@ -125,7 +125,13 @@ def test_python_jenkins_job_info_on_folder_job(client: jenkins.Jenkins, clock: M
     assert info["color"] == "notbuilt_anime"
     definitions = info["property"][0]["parameterDefinitions"]
     assert info["property"][0]["_class"] == "hudson.model.ParametersDefinitionProperty"
-    assert [d["name"] for d in definitions] == ["RELEASE_ID", "SERVICE", "VERSION", "CHANGE"]
+    assert [d["name"] for d in definitions] == [
+        "RELEASE_ID",
+        "SERVICE",
+        "VERSION",
+        "CHANGE",
+        "TASK",
+    ]
     assert definitions[0]["type"] == "StringParameterDefinition"
 
     folder = client.get_job_info("payments")
@@ -279,14 +285,21 @@ def test_crumb_required_for_password_but_not_for_api_token() -> None:
         password = ("bridge", "s3cret")
         refused = post(sandbox, "/job/app/build", auth=password)
         assert refused.status_code == 403 and "No valid crumb" in refused.text
-        crumb = get(sandbox, "/crumbIssuer/api/json", auth=password).json()
-        accepted = post(
-            sandbox,
-            "/job/app/build",
-            auth=password,
-            headers={crumb["crumbRequestField"]: crumb["crumb"]},
+        web = requests.Session()  # a crumb is valid only in the web session it came from
+        web.auth = password
+        issued = web.get(sandbox.url + "/crumbIssuer/api/json", timeout=5)
+        assert "JSESSIONID.sandbox" in issued.headers["Set-Cookie"]
+        crumb = issued.json()
+        header = {crumb["crumbRequestField"]: crumb["crumb"]}
+        # the crumb without its session cookie is refused
+        assert post(sandbox, "/job/app/build", auth=password, headers=header).status_code == 403
+        accepted = web.post(
+            sandbox.url + "/job/app/build", headers=header, timeout=5, allow_redirects=False
         )
         assert accepted.status_code == 201
+        # the same session asking again keeps its session (no new cookie) and crumb
+        again = web.get(sandbox.url + "/crumbIssuer/api/json", timeout=5)
+        assert "Set-Cookie" not in again.headers and again.json()["crumb"] == crumb["crumb"]
         token = post(sandbox, "/job/app/build", auth=("bridge", "11aa22bb"))
         assert token.status_code == 201
         # a job already waiting in the queue is not queued twice
