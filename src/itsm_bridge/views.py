@@ -100,6 +100,7 @@ def render_show(data: dict[str, Any]) -> str:
         )
         where = f"  {build['url']}" if build.get("url") else ""
         lines.append(f"build: {build['job']}{number} {build['state']}{counts}{where}")
+        lines += [f"  artifact: {artifact}" for artifact in build.get("artifacts") or []]
     lines += [
         "",
         f"{'#':>2}  {'step':<19} {'status':<8} {'started':<16}  {'finished':<16}  outcome",

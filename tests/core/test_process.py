@@ -573,6 +573,10 @@ def test_the_build_is_recorded_on_the_release_and_told_at_evaluation(tmp_path: P
         data = release_json(tx, rid)
     assert data["build"]["job"] == "build"
     assert "build: build succeeded, tests 10 passed / 0 failed / 0 skipped" in render_show(data)
+    data["build"]["artifacts"] = ["https://ci/job/build/1/artifact/dist/payments-1.0.0.tar.gz"]
+    assert "  artifact: https://ci/job/build/1/artifact/dist/payments-1.0.0.tar.gz" in (
+        render_show(data)
+    )
 
 
 @pytest.mark.parametrize(
