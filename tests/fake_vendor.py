@@ -21,11 +21,13 @@ from itsm_bridge.models import (
     Approval,
     BacklogItem,
     ChangeRef,
+    Delivery,
     Event,
     ExternalRecord,
     JobRef,
     JobState,
     JobStatus,
+    Notice,
     Release,
     ReleaseNotes,
     Signal,
@@ -56,6 +58,7 @@ class FakeVendor:
         self.jobs_started: list[dict[str, str]] = []
         self.failures: dict[str, list[Exception]] = {}
         self.changes_seen: list[str] = []
+        self.notices: list[Notice] = []  # what the stakeholders were told, in order
         if path and path.exists():
             data = json.loads(path.read_text())
             self.records, self.created = data["records"], Counter(data["created"])
@@ -172,8 +175,10 @@ class FakeVendorPlugin:
             self.v.effect("backlog_return", f"{release.id}:{item.key}")
 
     @hookimpl
-    def notify_stakeholders(self, release: Release, subject: str, message: str) -> None:
-        self.v.effect("notification", f"{release.id}:{subject}")
+    def notify_stakeholders(self, release: Release, notice: Notice) -> list[Delivery]:
+        self.v.effect("notification", f"{release.id}:{notice.subject}")
+        self.v.notices.append(notice)
+        return [Delivery(channel="fake", target=", ".join(notice.recipients), ok=True)]
 
     @hookimpl
     def post_mortem(self, release: Release, timeline: list[Event]) -> list[ExternalRecord]:

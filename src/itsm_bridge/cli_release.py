@@ -164,6 +164,13 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_end_support(args: argparse.Namespace) -> int:
+    rt = runtime(args)
+    rt.commands.end_support(args.id, note=args.note or "")
+    print(f"release {args.id}: early life support ends on the next cycle")
+    return 0
+
+
 def cmd_retry(args: argparse.Namespace) -> int:
     rt = runtime(args)
     release = rt.commands.retry(args.id)
@@ -277,6 +284,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     approve.add_argument("--reject", action="store_true", help="reject: the release is blocked")
     approve.add_argument("--note", help="the approver's comment")
     approve.set_defaults(func=cmd_approve)
+
+    support = rsub.add_parser(
+        "end-support",
+        help="end a major release's early life support now (stakeholders get the summary)",
+    )
+    support.add_argument("id", help="release id, or an unambiguous prefix")
+    support.add_argument("--note", help="why it ends early (in the audit trail)")
+    support.set_defaults(func=cmd_end_support)
 
     for name, func, text in (
         ("rollback", cmd_rollback, "roll a deployed release back"),

@@ -266,6 +266,21 @@ class ReleaseCommands:
                 return f"{label} not closed yet ({exc}); the next cycle closes it"
         return ""
 
+    # -- early life support ----------------------------------------------------------------
+    def end_support(self, release_id: str, note: str = "", actor: str = "cli") -> None:
+        """End a major release's early life support now; step 18 closes it with a summary."""
+        with self._leased(release_id) as rid, self.store.begin() as tx:
+            release = self._get(tx, rid)
+            if release.state != ReleaseState.EARLY_LIFE_SUPPORT:
+                raise UsageError(
+                    f"release {rid} is {release.state.value}: not in early life support"
+                )
+            step = next(s for s in tx.steps(rid) if s.number == lifecycle.SUPPORT_STEP)
+            step.state["ended_by"] = actor
+            tx.save_step(rid, step)
+            message = "early life support ended early" + (f": {note}" if note else "")
+            self._event(tx, rid, actor, "support", message)
+
     # -- rollback, cancel, retry -----------------------------------------------------------
     def rollback(self, release_id: str, reason: str, actor: str = "cli") -> Release:
         if not reason.strip():

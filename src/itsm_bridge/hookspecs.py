@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         BacklogItem,
         ChangeRef,
         ConnectionCheck,
+        Delivery,
         Event,
         ExternalRecord,
         Finding,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
         Impact,
         JobRef,
         JobStatus,
+        Notice,
         Release,
         ReleaseNotes,
         Signal,
@@ -348,15 +350,20 @@ def return_to_backlog(release: Release, items: list[BacklogItem], reason: str) -
 
 
 @hookspec
-def notify_stakeholders(release: Release, subject: str, message: str) -> None:
-    """Tell the service's stakeholders how the release ended.
+def notify_stakeholders(release: Release, notice: Notice) -> list[Delivery]:
+    """Tell the service's stakeholders what happened to a release.
 
-    :param release: the release (succeeded or rolled back).
-    :param subject: a one-line subject.
-    :param message: the body, with the release notes or the failure and its evidence.
-    :returns: nothing. Broadcast: every channel is told.
+    :param release: the release.
+    :param notice: what to tell: its kind (succeeded, rolled_back, els_started,
+        els_incident, els_ended, post_mortem), subject, plain-text and HTML bodies, the
+        recipients (the service's stakeholders), the notes, the evidence and attachments.
+    :returns: one ``Delivery`` per channel the plugin sent on (ok or not, with the attempts
+        made). Broadcast: every channel is told. A plugin retries a passing fault itself and
+        reports a delivery that still failed as ``ok=False`` instead of raising: a failed
+        notification never fails a release; the core records every delivery.
 
-    Called at step 15.
+    Called at step 15 (succeeded or rolled back), when early life support starts, reports an
+    incident and ends (step 18), and for the post-mortem meeting (step 16).
     """
 
 
@@ -424,6 +431,8 @@ def release_changed(release: Release, event: Event) -> None:
     - ``failure``: the release failed; evidence: the signals, the task, or who asked;
     - ``exception``: an emergency change broke a freeze or left the windows;
     - ``cancelled``, ``retry``: a person cancelled the release or retried it;
+    - ``support``: a person ended early life support early (``release end-support``);
+    - ``notified``: stakeholders were told (evidence ``notice``, ``deliveries``);
     - ``sync_failed``: the core gave up telling plugins about an earlier event.
     """
 

@@ -55,6 +55,7 @@ NEEDS: dict[int, tuple[int, ...]] = {
 }
 PLANNING_STEPS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 ROLLBACK_STEP = 14
+SUPPORT_STEP = 18  # early life support
 FINISHED = ("done", "skipped")
 
 TRANSITIONS: dict[S, frozenset[S]] = {

@@ -16,11 +16,13 @@ from itsm_bridge.windows import Freeze, Slot, Window
 
 __all__ = [
     "Approval",
+    "Attachment",
     "BacklogItem",
     "BuildInfo",
     "ChangeRef",
     "ConfigurationItem",
     "ConnectionCheck",
+    "Delivery",
     "Event",
     "ExternalRecord",
     "Finding",
@@ -29,6 +31,7 @@ __all__ = [
     "JobRef",
     "JobState",
     "JobStatus",
+    "Notice",
     "Release",
     "ReleaseNotes",
     "ReleaseState",
@@ -371,6 +374,45 @@ class ConnectionCheck(_Model):
     ok: bool
     status: int | None = None
     detail: str = ""
+
+
+class Attachment(_Model):
+    """A file sent with a notice (e.g. the post-mortem meeting's .ics invitation)."""
+
+    filename: str
+    content_type: str
+    content: str
+
+
+class Notice(_Model):
+    """What the stakeholders are told (step 15, early life support, the post-mortem).
+
+    `kind`: succeeded, rolled_back, els_started, els_incident, els_ended, post_mortem.
+    `recipients` are the service's stakeholders (`services.<name>.stakeholders`); `text` is
+    the plain-text body, `html` the same as HTML (with the release notes); `notes` the notes
+    themselves for a channel that renders its own layout.
+    """
+
+    kind: Literal[
+        "succeeded", "rolled_back", "els_started", "els_incident", "els_ended", "post_mortem"
+    ]
+    subject: str
+    text: str
+    html: str = ""
+    recipients: list[str] = Field(default_factory=list)
+    notes: ReleaseNotes | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    attachments: list[Attachment] = Field(default_factory=list)
+
+
+class Delivery(_Model):
+    """One channel's delivery of a notice: recorded on the release, never failing it."""
+
+    channel: str  # e.g. "email", "slack", "teams", "log"
+    target: str  # recipients or a redacted URL, never a secret
+    ok: bool
+    detail: str = ""
+    attempts: int = 1
 
 
 class Event(_Model):

@@ -335,7 +335,9 @@ class Process:
                 step.state = {}
             tx.save_step(release.id, step)
         tx.set_core_data(
-            release.id, rollback_to=tx.last_good_version(release.service, exclude=release.id)
+            release.id,
+            rollback_to=tx.last_good_version(release.service, exclude=release.id),
+            failure_evidence=evidence,
         )
         return release
 

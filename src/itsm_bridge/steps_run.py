@@ -11,13 +11,15 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from itsm_bridge import steps_plan
+from itsm_bridge import notices, steps_plan
 from itsm_bridge.jobs import follow_job, job_params
 from itsm_bridge.models import (
     ACTOR,
     Event,
     JobRef,
     JobState,
+    Notice,
+    ReleaseNotes,
     ReleaseState,
     Signal,
     Task,
@@ -211,7 +213,7 @@ def collect_signals(env: StepEnv, ctx: StepContext) -> list[Signal]:
     Vendors stamp whole seconds, so the deployment start is compared to the second.
     """
     since = (ctx.release.deploy_started_at or ctx.now).replace(microsecond=0)
-    seen = set(ctx.step.state.get("seen", []))
+    seen = {s["key"] if isinstance(s, dict) else s for s in ctx.step.state.get("seen", [])}
     threshold = SEVERITY_RANK[env.settings.policy.failure_severity]
     found = [
         s
@@ -318,17 +320,37 @@ def rollback_task(env: StepEnv, ctx: StepContext) -> Task:
 
 
 def step_notify(env: StepEnv, ctx: StepContext) -> Outcome:
-    """Step 15: tell the stakeholders, with the notes or the failure."""
+    """Step 15: tell the stakeholders, with the notes, or the failure and its evidence.
+
+    A failed delivery is recorded (`release show`), never a failure of the release.
+    """
     release = ctx.release
-    notes = (ctx.core.get("notes") or {}).get("markdown", "")
+    notes = ReleaseNotes(**ctx.core["notes"]) if ctx.core.get("notes") else None
     if release.failure_reason:
-        subject = f"Rolled back: {release.title}"
-        message = f"The release was rolled back.\n\nReason: {release.failure_reason}\n\n{notes}"
+        evidence = ctx.core.get("failure_evidence") or {}
+        lines = ["The release was rolled back.", f"Reason: {release.failure_reason}"]
+        lines += [f"- {key}: {value}" for key, value in sorted(evidence.items())]
+        told = notices.notice(
+            env.settings, release, "rolled_back", lines, notes=notes, evidence=evidence
+        )
     else:
-        subject = f"Released: {release.title}"
-        message = notes or subject
-    env.host.hook.notify_stakeholders(release=release, subject=subject, message=message)
-    return Outcome.done(f"stakeholders notified: {subject}")
+        told = notices.notice(env.settings, release, "succeeded", [], notes=notes)
+    return _notified(env, ctx, told, Outcome.done)
+
+
+def _notified(env: StepEnv, ctx: StepContext, told: Notice, make: Any, **kw: Any) -> Outcome:
+    """Send a notice and record its deliveries in the outcome `make` builds."""
+    deliveries, event = notices.send(env.host, ctx.release, told)
+    failed = sum(1 for d in deliveries if not d.ok)
+    detail = f"stakeholders notified: {told.subject}" + (
+        f" ({failed} of {len(deliveries)} deliveries failed)" if failed else ""
+    )
+    return make(
+        detail,
+        events=[event, *kw.pop("events", [])],
+        core={"deliveries": notices.recorded(ctx.core, told.kind, deliveries)},
+        **kw,
+    )
 
 
 def step_post_mortem(env: StepEnv, ctx: StepContext, timeline: list[Any]) -> Outcome:
@@ -357,16 +379,27 @@ def step_service_levels(env: StepEnv, ctx: StepContext) -> Outcome:
 
 
 def step_early_life_support(env: StepEnv, ctx: StepContext) -> Outcome:
-    """Step 18: major releases are watched for `policy.els_days`; others skip it."""
-    state = ctx.release.state
+    """Step 18: major releases are watched for `policy.els_days`; others skip it.
+
+    Signals during the watch are attached to the release (`seen`) and told as they come;
+    the stakeholders are told when it starts and, with a summary, when it ends (on time, or
+    early with `release end-support`).
+    """
+    release = ctx.release
+    state = release.state
     if state == ReleaseState.ROLLED_BACK:
         return Outcome.skipped("the release was rolled back", transition=ReleaseState.CLOSED)
-    if state == ReleaseState.SUCCEEDED and not ctx.release.major:
+    if state == ReleaseState.SUCCEEDED and not release.major:
         return Outcome.skipped("not a major release", transition=ReleaseState.CLOSED)
     if state == ReleaseState.SUCCEEDED:
         until_at = ctx.now + timedelta(days=env.settings.policy.els_days)
-        return Outcome.progress(
-            f"early life support until {until_at:%Y-%m-%d %H:%M}Z",
+        lines = [f"{release.title} is in early life support until {until_at:%Y-%m-%d %H:%M} UTC."]
+        told = notices.notice(env.settings, release, "els_started", lines)
+        return _notified(
+            env,
+            ctx,
+            told,
+            Outcome.progress,
             state={"until": until_at.isoformat()},
             transition=ReleaseState.EARLY_LIFE_SUPPORT,
         )
@@ -379,17 +412,20 @@ def step_early_life_support(env: StepEnv, ctx: StepContext) -> Outcome:
             {"signals": [s.model_dump(mode="json") for s in signals]},
         )
     if signals:
-        seen = [*ctx.step.state.get("seen", []), *(s.key for s in signals)]
-        summary = "; ".join(f"{s.source}: {s.summary}" for s in signals)
-        env.host.hook.notify_stakeholders(
-            release=ctx.release,
-            subject=f"Incident during early life support: {ctx.release.title}",
-            message=summary,
-        )
-        return Outcome.progress(f"incident reported: {summary}", state={"seen": seen})
-    if ctx.now >= until_at:
-        return Outcome.done("early life support ended", transition=ReleaseState.CLOSED)
+        seen = [*ctx.step.state.get("seen", []), *(s.model_dump(mode="json") for s in signals)]
+        lines = [f"{s.source}: {s.summary} ({s.key})" for s in signals]
+        evidence = {"signals": [s.model_dump(mode="json") for s in signals]}
+        told = notices.notice(env.settings, release, "els_incident", lines, evidence=evidence)
+        return _notified(env, ctx, told, Outcome.progress, state={"seen": seen})
+    ended_by = ctx.step.state.get("ended_by")
+    if ctx.now >= until_at or ended_by:
+        seen = ctx.step.state.get("seen", [])
+        how = f"ended early by {ended_by}" if ended_by else "ended"
+        lines = [f"Early life support of {release.title} {how}: {len(seen)} incident(s)."]
+        lines += [f"- {s['source']}: {s['summary']} ({s['key']})" for s in seen]
+        told = notices.notice(env.settings, release, "els_ended", lines, evidence={"seen": seen})
+        return _notified(env, ctx, told, Outcome.done, transition=ReleaseState.CLOSED)
     return Outcome.waiting(
         f"early life support until {until_at:%Y-%m-%d %H:%M}Z",
-        retry_at=min(ctx.now + timedelta(minutes=5), until_at),
+        retry_at=min(ctx.now + env.poll, until_at),
     )

@@ -172,7 +172,7 @@ STEP_CALLS: dict[int, list[tuple[str, str]]] = {
         ("task_finished", "release={id}, task=rollback"),
         ("return_to_backlog", "release={id}, items, reason"),
     ],
-    15: [("notify_stakeholders", "release={id}, subject, message")],
+    15: [("notify_stakeholders", "release={id}, notice")],
     16: [("post_mortem", "release={id}, timeline")],
     17: [("update_service_levels", "release={id}")],
     18: [("detect_failure", "release={id}, since")],

@@ -10,7 +10,7 @@ import pytest
 
 from fake_vendor import FakeVendorPlugin
 from itsm_bridge import steps_run
-from itsm_bridge.errors import TransientError
+from itsm_bridge.errors import TransientError, UsageError
 from itsm_bridge.hookspecs import hookimpl
 from itsm_bridge.models import Event, JobRef, JobStatus, Release, Signal
 from itsm_bridge.outcome import StepContext
@@ -137,11 +137,50 @@ def test_major_release_early_life_support(tmp_path: Path) -> None:
     ]
     release = h.run(rid, minutes=6, cycles=2)
     assert release.state.value == "early_life_support"  # no auto rollback by default
-    incident = [k for k in h.vendor.records if "Incident during early life support" in k]
-    assert len(incident) == 1
-    release = h.run(rid, minutes=60 * 24 * 8, cycles=1)
+    told = [k.split(":", 1)[1] for k in h.vendor.records if k.startswith("notification/")]
+    assert told == [
+        "Released: payments 1.0.0: release",
+        "Early life support started: payments 1.0.0: release",
+        "Incident during early life support: payments 1.0.0: release",
+    ]
+    started = next(e for e in events_of(h, rid) if e.message.startswith("succeeded -> early"))
+    h.clock.now = started.at + timedelta(days=7, seconds=-1)  # a second before the end
+    release = h.run(rid, minutes=0, cycles=1)
+    assert release.state.value == "early_life_support"
+    h.clock.now = started.at + timedelta(days=7)  # on time, to the second
+    release = h.run(rid, minutes=0, cycles=1)
     assert release.state.value == "closed"
     assert h.steps(rid)["early_life_support"][0] == "done"
+    ended = next(e for e in events_of(h, rid) if e.message.startswith("early_life_support ->"))
+    assert ended.at == started.at + timedelta(days=7)
+    summary = h.events(rid, "notified")[-1]
+    assert summary.startswith("Early life support ended: payments 1.0.0: release")
+
+
+def test_early_life_support_ended_early_by_a_person(tmp_path: Path) -> None:
+    h = Harness(tmp_path, policy={"els_days": 7})
+    rid = h.create(major=True)
+    assert h.run(rid, minutes=31, cycles=8).state.value == "early_life_support"
+    h.commands.end_support(rid, note="stable for two days")
+    release = h.run(rid, minutes=1)
+    assert release.state.value == "closed"
+    assert h.steps(rid)["early_life_support"] == (
+        "done",
+        "stakeholders notified: Early life support ended: payments 1.0.0: release",
+    )
+    assert h.events(rid, "support") == ["early life support ended early: stable for two days"]
+    ended = h.vendor.notices[-1]
+    assert (ended.kind, ended.text) == (
+        "els_ended",
+        "Early life support of payments 1.0.0: release ended early by cli: 0 incident(s).",
+    )
+    with pytest.raises(UsageError, match="not in early life support"):
+        h.commands.end_support(rid)
+
+
+def events_of(h: Harness, rid: str) -> list[Event]:
+    with h.store.begin() as tx:
+        return tx.events(rid)
 
 
 def test_early_life_support_auto_rollback(tmp_path: Path) -> None:

@@ -11,7 +11,16 @@ import pytest
 from jinja2.sandbox import SecurityError
 
 from itsm_bridge.default_plugins import notes as notes_plugin
-from itsm_bridge.models import Approval, BacklogItem, Event, Impact, Release, ReleaseState
+from itsm_bridge.models import (
+    Approval,
+    BacklogItem,
+    Delivery,
+    Event,
+    Impact,
+    Notice,
+    Release,
+    ReleaseState,
+)
 from itsm_bridge.plugins import PluginHost, load_plugins
 from itsm_bridge.settings import settings_from_mapping
 
@@ -149,10 +158,11 @@ def test_release_notes_templates_run_in_a_sandbox(env: jinja2.Environment) -> No
 
 
 def test_hook_notify_stakeholders(host: PluginHost, caplog: pytest.LogCaptureFixture) -> None:
+    told = Notice(kind="succeeded", subject="Released", text="All good", recipients=["a@x"])
     with caplog.at_level(logging.INFO, logger="itsm_bridge.notify"):
-        host.hook.notify_stakeholders(release=release(), subject="Released", message="All good")
-    assert "Released" in caplog.text
-    assert "rel-1" in caplog.text
+        answer = host.hook.notify_stakeholders(release=release(), notice=told)
+    assert answer == [[Delivery(channel="log", target="a@x", ok=True)]]
+    assert "rel-1: Released (to a@x)\nAll good" in caplog.text
 
 
 def test_hook_post_mortem(host: PluginHost, tmp_path: Path) -> None:
