@@ -28,6 +28,7 @@ from itsm_bridge.models import (
     JobState,
     JobStatus,
     Notice,
+    PostMortemReport,
     Release,
     ReleaseNotes,
     Signal,
@@ -181,7 +182,7 @@ class FakeVendorPlugin:
         return [Delivery(channel="fake", target=", ".join(notice.recipients), ok=True)]
 
     @hookimpl
-    def post_mortem(self, release: Release, timeline: list[Event]) -> list[ExternalRecord]:
+    def post_mortem(self, release: Release, report: PostMortemReport) -> list[ExternalRecord]:
         self.v.effect("post_mortem", release.id)
         return []
 

@@ -1,6 +1,6 @@
-"""The Jenkins remote access API client: one `requests` session, timeouts, retried reads, a
-trigger that is never retried, crumbs when the server asks for them. Everything else in the
-plugin talks to Jenkins through this class.
+"""The Jenkins remote access API client: a `requests` session per thread, timeouts, retried
+reads, a trigger that is never retried, crumbs when the server asks for them. Everything else
+in the plugin talks to Jenkins through this class.
 
 Vendor facts this module builds on ("Remote access API", jenkins.io / wiki.jenkins.io;
 Jenkins core sources; python-jenkins 1.8 `jenkins/__init__.py`):
@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from html import unescape
@@ -47,6 +48,7 @@ from itsm_bridge.http import (
     call_with_retries,
     check_base_url,
     error_for,
+    instrument,
     network_error,
     redact,
     retrying,
@@ -111,7 +113,10 @@ def jenkins_message(response: requests.Response) -> str:
 
 
 class JenkinsClient:
-    """Reads (retried, narrowed with `tree=`) and the build trigger (once) on one session."""
+    """Reads (retried, narrowed with `tree=`) and the build trigger (once).
+
+    Thread-safe: each thread has its own session (with its own cookies, so its own Jenkins
+    web session) and its own crumb; every session reports to `http.set_observer`."""
 
     def __init__(
         self,
@@ -129,14 +134,32 @@ class JenkinsClient:
         except ValueError as exc:
             raise ValueError(f"not a Jenkins URL: {exc}") from None
         self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
+        self._user = user
         self._secret = token
         self._retry = retrying(attempts=attempts, max_wait=max_wait, sleep=sleep)
-        self.session = requests.Session()  # keeps the web session's cookies (crumbs)
-        self.session.auth = (user, token.get_secret_value())
-        self.session.headers["User-Agent"] = USER_AGENT
-        self.session.headers["Accept"] = "application/json"
-        #: the crumb header of this session, once Jenkins asked for one
-        self.crumb: dict[str, str] | None = None
+        self._local = threading.local()
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's session (made on first use): it keeps the web session's cookies,
+        which a crumb belongs to."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = instrument(requests.Session(), "jenkins")
+            session.auth = (self._user, self._secret.get_secret_value())
+            session.headers["User-Agent"] = USER_AGENT
+            session.headers["Accept"] = "application/json"
+            self._local.session = session
+        return session
+
+    @property
+    def crumb(self) -> dict[str, str] | None:
+        """The crumb header of this thread's session, once Jenkins asked for one."""
+        return getattr(self._local, "crumb", None)
+
+    @crumb.setter
+    def crumb(self, value: dict[str, str] | None) -> None:
+        self._local.crumb = value
 
     def url(self, path: str) -> str:
         """An absolute URL for a path under the root (`/queue/api/json`)."""

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -53,7 +54,9 @@ from itsm_bridge.http import (
     HTTPTransientError,
     call_with_retries,
     error_for,
+    instrument,
     network_error,
+    observe,
     redact,
     wait_retry_after,
 )
@@ -119,7 +122,10 @@ def policy(
 
 class JiraClient:
     """One Jira site: lazily connected, every call typed into transient / needs a human /
-    bad request, reads retried, creates sent once."""
+    bad request, reads retried, creates sent once.
+
+    Thread-safe: each thread connects its own `jira.JIRA` (and so its own session); every
+    session reports to `http.set_observer`."""
 
     def __init__(
         self,
@@ -131,7 +137,7 @@ class JiraClient:
         self.config = config
         self.base_url = config.url
         self._factory = factory
-        self._jira: JIRA | None = None
+        self._local = threading.local()
         self._project_id: str | None = None
         self.retry = policy(config.retries, config.max_retry_wait_seconds, sleep)
 
@@ -144,22 +150,38 @@ class JiraClient:
             if self.config.auth == "bearer"
             else {"basic_auth": (self.config.user, self.config.token.get_secret_value())}
         )
-        client = self._factory(
-            server=self.base_url,
-            get_server_info=server_info,
-            max_retries=0,
-            timeout=(min(CONNECT_TIMEOUT, read), read),
-            options={"headers": {"User-Agent": USER_AGENT}},
-            **auth,
-        )
+        try:
+            client = self._factory(
+                server=self.base_url,
+                get_server_info=server_info,
+                max_retries=0,
+                timeout=(min(CONNECT_TIMEOUT, read), read),
+                options={"headers": {"User-Agent": USER_AGENT}},
+                **auth,
+            )
+        except JIRAError as exc:  # the serverInfo read, made before the session is ours
+            if server_info:
+                observe("jira", str(exc.status_code) if exc.status_code else "error")
+            raise
+        except requests.RequestException:
+            if server_info:
+                observe("jira", "error")
+            raise
+        if server_info:
+            observe("jira", "200")
+        session = getattr(client, "_session", None)
+        if isinstance(session, requests.Session):
+            instrument(session, "jira")
         return client
 
     @property
     def jira(self) -> JIRA:
-        """The connected library client (reads `serverInfo` on first use, retried)."""
-        if self._jira is None:
+        """This thread's connected library client (reads `serverInfo` on its first use,
+        retried)."""
+        connected: JIRA | None = getattr(self._local, "jira", None)
+        if connected is None:
             try:
-                self._jira = self.run("GET serverInfo", self.open)
+                connected = self._local.jira = self.run("GET serverInfo", self.open)
             except (KeyError, TypeError, ValueError, HTTPRequestError) as exc:
                 if isinstance(exc, HTTPRequestError) and exc.status != 502:
                     raise
@@ -167,7 +189,7 @@ class JiraClient:
                     f"GET serverInfo: {self.base_url} does not answer as a Jira site; "
                     "check plugins.jira.url"
                 ) from None
-        return self._jira
+        return connected
 
     @property
     def cloud(self) -> bool:

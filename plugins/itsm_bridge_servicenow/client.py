@@ -44,6 +44,7 @@ problem, and says so.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -62,6 +63,7 @@ from itsm_bridge.http import (
     call_with_retries,
     check_base_url,
     error_for,
+    instrument,
     network_error,
     redact,
     retrying,
@@ -119,7 +121,10 @@ def servicenow_message(response: requests.Response) -> str:
 
 
 class ServiceNowClient:
-    """Table API reads (paged, narrowed, retried), creates (never retried), PATCH updates."""
+    """Table API reads (paged, narrowed, retried), creates (never retried), PATCH updates.
+
+    Thread-safe: each thread has its own session and pysnow client (pysnow resources share
+    state with their client); every session reports to `http.set_observer`."""
 
     def __init__(
         self,
@@ -146,16 +151,30 @@ class ServiceNowClient:
         #: None until the Batch API has answered; False once the instance showed it has none.
         self.batch_api: bool | None = None
         self._retry = retrying(attempts=attempts, max_wait=max_wait, sleep=sleep)
-        session = requests.Session()
-        session.auth = (user, password.get_secret_value())
+        self._netloc, self._ssl = parts.netloc, parts.scheme == "https"
+        self._user = user
         self._secret = password
-        self._pysnow = pysnow.Client(
-            host=parts.netloc, use_ssl=parts.scheme == "https", session=session
-        )
-        self.session: requests.Session = self._pysnow.session
-        self.session.headers["User-Agent"] = USER_AGENT
+        self._local = threading.local()
         #: Choice values of this instance (`sys_choice`), read once each (see choices.py).
         self.choices = Choices(self, choices)
+
+    @property
+    def _pysnow(self) -> pysnow.Client:
+        """This thread's pysnow client, on this thread's session (made on first use)."""
+        client: pysnow.Client | None = getattr(self._local, "pysnow", None)
+        if client is None:
+            session = instrument(requests.Session(), "servicenow")
+            session.auth = (self._user, self._secret.get_secret_value())
+            client = pysnow.Client(host=self._netloc, use_ssl=self._ssl, session=session)
+            client.session.headers["User-Agent"] = USER_AGENT
+            self._local.pysnow = client
+        return client
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's session (the one its pysnow client uses)."""
+        session: requests.Session = self._pysnow.session
+        return session
 
     # -- Table API -----------------------------------------------------------------------
     def _resource(self, table: str) -> Any:

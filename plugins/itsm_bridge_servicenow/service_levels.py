@@ -1,7 +1,10 @@
 """Step 17: record what the release changed on the service's CMDB record.
 
 `plugins.servicenow.service_levels` maps fields of `table` to templates, e.g.
-`{version: "{version}", comments: "Released {version} ({release_id}) at {closed_at} UTC"}`.
+`{version: "{version}", comments: "Released {version} ({release_id}) at {closed_at} UTC",
+u_availability_target: "{availability}"}`: besides those placeholders, every key of what the
+release prescribes (`Release.service_levels`: the service's `service_levels`, overridden by
+`release create --service-level KEY=VALUE`).
 
 The record: in `cmdb_ci_service` (the default) or any other CI table, the row named after the
 service's CI (`services.<name>.ci`), else after the bridge's service name; in
@@ -56,6 +59,8 @@ def render(field: str, template: str, values: dict[str, str]) -> tuple[str, re.P
         raise NeedsHuman(
             f"{SETTING}.{field}: bad template {template!r} ({exc}); use "
             + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+            + " or a key of the release's service levels (services.<name>.service_levels, "
+            "release create --service-level)"
         ) from None
     return "".join(text), re.compile("".join(pattern), re.DOTALL)
 
@@ -128,6 +133,7 @@ def update(
     if not templates or release.failure_reason:
         return []
     values = {
+        **release.service_levels,  # what the release prescribes: {availability}, ...
         "version": release.version,
         "service": release.service,
         "release_id": release.id,

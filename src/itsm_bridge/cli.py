@@ -217,8 +217,9 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Modules that add sub-commands: each exposes `register(subparsers)`."""
     from itsm_bridge import cli_release
     from itsm_bridge import cli_sandbox as sandbox_cli
+    from itsm_bridge.daemon import run as daemon_run
 
-    return [cli_release.register, sandbox_cli.register, *_EXTENSIONS]
+    return [cli_release.register, sandbox_cli.register, daemon_run.register, *_EXTENSIONS]
 
 
 _EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []

@@ -71,8 +71,9 @@ def _print_release(release: Release, rt: Runtime, as_json: bool) -> None:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from itsm_bridge.commands import parse_when
+    from itsm_bridge.commands import parse_service_levels, parse_when
 
+    levels = parse_service_levels(args.service_level or [])
     rt = runtime(args)
     release = rt.commands.create(
         args.service,
@@ -83,6 +84,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         not_before=parse_when(args.not_before),
         duration=args.duration,
         reason=args.reason or "",
+        service_levels=levels,
     )
     _print_release(release, rt, args.json)
     return 0
@@ -242,6 +244,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     create.add_argument("--duration", help="e.g. 2h, 90m (default: policy.default_duration)")
     create.add_argument("--reason", help="why; required for emergency releases")
+    create.add_argument(
+        "--service-level",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a service level the release prescribes (repeatable), e.g. availability=99.95; "
+        "overrides services.<name>.service_levels",
+    )
     create.add_argument("--json", action="store_true", help="print the release as JSON")
     create.set_defaults(func=cmd_create)
 

@@ -104,6 +104,7 @@ class ReleaseCommands:
         not_before: datetime | None = None,
         duration: str | None = None,
         reason: str = "",
+        service_levels: dict[str, str] | None = None,
         actor: str = "cli",
     ) -> Release:
         """Create a release (CLI `release create`, REST `POST /api/v1/releases`).
@@ -131,6 +132,8 @@ class ReleaseCommands:
             length = parse_duration(duration or self.settings.policy.default_duration)
         except ValueError as exc:
             raise UsageError(f"--duration: {exc}") from None
+        configured = self.settings.services.get(service)
+        prescribed = {**(configured.service_levels if configured else {}), **(service_levels or {})}
         now = self.process.clock()
         release = Release(
             id=new_release_id(now),
@@ -143,6 +146,7 @@ class ReleaseCommands:
             duration=length,
             reason=reason,
             created_at=now,
+            service_levels=prescribed,
         )
         try:
             with self.store.begin() as tx:
@@ -374,6 +378,20 @@ class ReleaseCommands:
                 step.status, step.detail, step.finished_at, step.attempts = "pending", "", None, 0
                 step.state = {}  # run it afresh: findings, approval request, jobs, retries
                 tx.save_step(release_id, step)
+
+
+def parse_service_levels(pairs: list[str]) -> dict[str, str]:
+    """`--service-level KEY=VALUE` options as a mapping (keys are identifiers)."""
+    levels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise UsageError(
+                f"--service-level {pair!r}: use KEY=VALUE with a name as KEY, e.g. "
+                "availability=99.95"
+            )
+        levels[key.strip()] = value.strip()
+    return levels
 
 
 def parse_when(text: str | None) -> datetime | None:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         JobRef,
         JobStatus,
         Notice,
+        PostMortemReport,
         Release,
         ReleaseNotes,
         Signal,
@@ -368,14 +369,17 @@ def notify_stakeholders(release: Release, notice: Notice) -> list[Delivery]:
 
 
 @hookspec
-def post_mortem(release: Release, timeline: list[Event]) -> list[ExternalRecord]:
+def post_mortem(release: Release, report: PostMortemReport) -> list[ExternalRecord]:
     """Write the post-mortem of a release.
 
-    :param release: the release.
-    :param timeline: its whole audit trail, oldest first.
-    :returns: the records written (documents, follow-up issues). Broadcast.
+    :param release: the release (rolled back, or succeeded when
+        ``policy.post_mortem.after_success`` is set).
+    :param report: its timeline (the whole audit trail, oldest first), its steps with their
+        times, the failure's evidence, the version it was rolled back to, and the follow-ups.
+    :returns: the records written (documents). Broadcast.
 
-    Called at step 16.
+    Called at step 16. The core then creates the follow-ups through ``add_to_backlog`` and
+    sends the meeting invitation through ``notify_stakeholders``.
     """
 
 
@@ -433,6 +437,10 @@ def release_changed(release: Release, event: Event) -> None:
     - ``cancelled``, ``retry``: a person cancelled the release or retried it;
     - ``support``: a person ended early life support early (``release end-support``);
     - ``notified``: stakeholders were told (evidence ``notice``, ``deliveries``);
+    - ``post_mortem``: the post-mortem was written (evidence ``documents``: URLs,
+      ``follow_ups``: backlog keys);
+    - ``service_levels``: service-level records were updated (evidence ``written``,
+      ``prescribed``);
     - ``sync_failed``: the core gave up telling plugins about an earlier event.
     """
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -152,6 +153,60 @@ def count_requests(session: requests.Session, counter: dict[str, Any]) -> None:
         counter["requests"] += 1
 
     session.hooks["response"].append(hook)
+
+
+# -- outbound metrics ----------------------------------------------------------------------
+Observer = Callable[[str, str], None]
+
+
+def _no_observer(plugin: str, status: str) -> None:
+    return None
+
+
+_observer: Observer = _no_observer
+
+
+def set_observer(observer: Observer | None) -> None:
+    """Report every outbound call as `observer(plugin, status)`: the HTTP status as text, or
+    "error" when no answer came (connection refused, timeout). None restores the no-op. The
+    daemon sets `Metrics.outbound`; the observer runs on the calling thread."""
+    global _observer
+    _observer = observer or _no_observer
+
+
+def observe(plugin: str, status: str) -> None:
+    """Tell the observer about one call; an observer that fails never fails the call."""
+    try:
+        _observer(plugin, status)
+    except Exception:
+        log.debug("the outbound observer failed", exc_info=True)
+
+
+def instrument(session: requests.Session, plugin: str) -> requests.Session:
+    """Report each answer `session` receives (a response hook, redirects included) and each
+    network fault ("error", once however deep in redirects it happened) to the observer."""
+
+    def on_response(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        observe(plugin, str(response.status_code))
+
+    session.hooks["response"].append(on_response)
+    send = session.send
+    nesting = threading.local()  # a redirect is sent from inside the first send
+
+    def send_observed(request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        depth = getattr(nesting, "depth", 0)
+        nesting.depth = depth + 1
+        try:
+            return send(request, **kwargs)
+        except requests.RequestException:
+            if depth == 0:
+                observe(plugin, "error")
+            raise
+        finally:
+            nesting.depth = depth
+
+    session.send = send_observed  # type: ignore[method-assign]
+    return session
 
 
 def check_base_url(value: str, what: str, example: str, credentials: str) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "JobState",
     "JobStatus",
     "Notice",
+    "PostMortemReport",
     "Release",
     "ReleaseNotes",
     "ReleaseState",
@@ -39,6 +40,7 @@ __all__ = [
     "Signal",
     "Slot",
     "StepStatus",
+    "StepSummary",
     "Task",
     "TaskSpec",
     "TaskStatus",
@@ -147,6 +149,11 @@ class Release(_Model):
     impact: Impact | None = None
     failure_reason: str = ""
     build: BuildInfo | None = None
+    service_levels: dict[str, str] = Field(
+        default_factory=dict,
+        description="what the release prescribes for its service (e.g. availability, support "
+        "hours): the service's configured values, overridden by the release request's",
+    )
     jobs: dict[str, str] = Field(
         default_factory=dict,
         description="purpose -> CI/CD job, only for the purposes a plugin will run "
@@ -376,6 +383,39 @@ class ConnectionCheck(_Model):
     detail: str = ""
 
 
+class StepSummary(_Model):
+    """One step of a release as the post-mortem reports it."""
+
+    number: int
+    name: str
+    status: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    detail: str = ""
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+class PostMortemReport(_Model):
+    """What step 16 knows of a release, for the post-mortem document (`post_mortem`).
+
+    `timeline` is the whole audit trail, oldest first; `steps` the 18 steps with their
+    times; `failure_evidence` what failed it (signals, the task, who asked); `rolled_back_to`
+    the version the rollback restored; `follow_ups` the actions the core lists (each becomes
+    a backlog item when a backlog plugin is enabled).
+    """
+
+    timeline: list[Event]
+    steps: list[StepSummary]
+    failure_evidence: dict[str, Any] = Field(default_factory=dict)
+    rolled_back_to: str = ""
+    follow_ups: list[str] = Field(default_factory=list)
+
+
 class Attachment(_Model):
     """A file sent with a notice (e.g. the post-mortem meeting's .ics invitation)."""
 
@@ -426,3 +466,4 @@ class Event(_Model):
 
 
 Release.model_rebuild()
+PostMortemReport.model_rebuild()

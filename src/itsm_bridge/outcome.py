@@ -27,6 +27,7 @@ class StepContext:
     core: dict[str, Any]
     now: datetime
     jobs: dict[str, JobRef] = field(default_factory=dict)  # the job of each automated task
+    steps: list[StepRow] = field(default_factory=list)  # every step of the release
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -58,6 +59,7 @@ class Process:
         owner: str | None = None,
         lease_ttl: timedelta | None = None,
         max_hold: timedelta | None = None,
+        on_step: Callable[[int, str, float], None] | None = None,
     ) -> None:
         self.store = store
         self.host = host
@@ -71,6 +73,7 @@ class Process:
             raise ValueError("lease_ttl must be positive")
         self.lease_ttl = lease_ttl
         self.max_hold = max_hold if max_hold is not None else lease_ttl * HOLD_LEASES
+        self.on_step = on_step  # (step number, status, seconds) after each step (metrics)
         self.outbox = Outbox(store, host, clock, TRANSIENT, self._fence)
 
     # -- running ---------------------------------------------------------------------------
@@ -169,10 +172,14 @@ class Process:
                 core=tx.core_data(release_id),
                 now=now,
                 jobs=tx.task_jobs(release_id),
+                steps=steps,
             )
             timeline = tx.events(release_id) if step.number == 16 else []
+        started = time.monotonic()
         with heartbeat(self.store, release_id, self.owner, self.lease_ttl, self.max_hold):
             outcome = self._call_step(ctx, timeline)
+        if self.on_step is not None:
+            self.on_step(step.number, outcome.status, time.monotonic() - started)
         if outcome.status == "waiting" and outcome.retry_at is None:
             outcome.retry_at = now + self.env.poll
         self._commit(ctx, outcome)

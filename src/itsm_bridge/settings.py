@@ -48,6 +48,10 @@ class ServerSettings(StrictModel):
     listen: str = "127.0.0.1:8765"
     token: SecretStr | None = None
     lease_seconds: int = Field(default=300, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1)  # larger request bodies: 413
+    workers: int = Field(default=4, ge=1, le=64)  # releases advanced at once (thread pool)
+    shutdown_seconds: float = Field(default=8, ge=0, le=60)  # in-flight steps may finish
+    intake_seconds: int = Field(default=300, ge=1)  # how often demands and problems are read
 
     @field_validator("listen")
     @classmethod
@@ -108,6 +112,12 @@ class ServiceSettings(StrictModel):
     stakeholders: list[str] = Field(default_factory=list)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     tasks: list[TaskTemplate] = Field(default_factory=list)
+    service_levels: dict[str, str] = Field(
+        default_factory=dict,
+        description="what every release of the service prescribes (step 17), e.g. "
+        "{availability: '99.95', support_hours: '24x7'}; `release create --service-level` "
+        "overrides a key",
+    )
 
 
 def _duration(value: str) -> str:
@@ -173,6 +183,18 @@ class WindowsSettings(StrictModel):
         return self
 
 
+class PostMortemSettings(StrictModel):
+    """Step 16: when a post-mortem is written, and its meeting."""
+
+    after_success: bool = False  # also after successful releases (always after a failed one)
+    follow_ups: bool = True  # each follow-up becomes a backlog item (a backlog plugin needed)
+    meeting_offset: str = "2d"  # the meeting starts this long after the release ended
+    meeting_duration: str = "1h"
+    attendees: list[str] = Field(default_factory=list)  # the transition team, besides stakeholders
+
+    _check_duration = field_validator("meeting_offset", "meeting_duration")(_duration)
+
+
 class PolicySettings(StrictModel):
     verify_minutes: int = Field(default=30, ge=0)
     els_days: int = Field(default=7, ge=0)
@@ -194,6 +216,7 @@ class PolicySettings(StrictModel):
         default="failure",
         description="what an UNSTABLE deploy, smoke-test, task or rollback job counts as",
     )
+    post_mortem: PostMortemSettings = Field(default_factory=PostMortemSettings)
     give_up_after: str = Field(
         default="1h",
         description="a step whose system keeps failing transiently (unreachable, 5xx) is "

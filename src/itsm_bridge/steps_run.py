@@ -9,24 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
-from itsm_bridge import notices, steps_plan
+from itsm_bridge import steps_close, steps_plan
 from itsm_bridge.jobs import follow_job, job_params
 from itsm_bridge.models import (
     ACTOR,
     Event,
     JobRef,
     JobState,
-    Notice,
-    ReleaseNotes,
     ReleaseState,
-    Signal,
     Task,
     TaskSpec,
     TaskStatus,
 )
 from itsm_bridge.outcome import Outcome, StepContext
+from itsm_bridge.steps_close import collect_signals
 from itsm_bridge.steps_plan import ROLLBACK_KEY, StepEnv, tasks_event
 
 SMOKE_ORDER = 200
@@ -49,10 +46,10 @@ def dispatch(env: StepEnv, number: int, ctx: StepContext, timeline: list[Event])
         12: lambda: step_smoke_test(env, ctx),
         13: lambda: step_detect(env, ctx),
         14: lambda: step_rollback(env, ctx),
-        15: lambda: step_notify(env, ctx),
-        16: lambda: step_post_mortem(env, ctx, timeline),
-        17: lambda: step_service_levels(env, ctx),
-        18: lambda: step_early_life_support(env, ctx),
+        15: lambda: steps_close.step_notify(env, ctx),
+        16: lambda: steps_close.step_post_mortem(env, ctx, timeline),
+        17: lambda: steps_close.step_service_levels(env, ctx),
+        18: lambda: steps_close.step_early_life_support(env, ctx),
     }
     return handlers[number]()
 
@@ -204,29 +201,6 @@ def step_smoke_test(env: StepEnv, ctx: StepContext) -> Outcome:
     return run_tasks(env, ctx, tasks_of_step(ctx))
 
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-
-
-def collect_signals(env: StepEnv, ctx: StepContext) -> list[Signal]:
-    """New signals at or above `policy.failure_severity` since the deployment began.
-
-    Vendors stamp whole seconds, so the deployment start is compared to the second.
-    """
-    since = (ctx.release.deploy_started_at or ctx.now).replace(microsecond=0)
-    seen = {s["key"] if isinstance(s, dict) else s for s in ctx.step.state.get("seen", [])}
-    threshold = SEVERITY_RANK[env.settings.policy.failure_severity]
-    found = [
-        s
-        for result in env.host.hook.detect_failure(release=ctx.release, since=since)
-        for s in result
-    ]
-    return [
-        s
-        for s in found
-        if s.key not in seen and s.at >= since and SEVERITY_RANK[s.severity] >= threshold
-    ]
-
-
 def step_detect(env: StepEnv, ctx: StepContext) -> Outcome:
     """Step 13: watch the release for `policy.verify_minutes`; any signal fails it."""
     until = ctx.step.state.get("until")
@@ -316,116 +290,4 @@ def rollback_task(env: StepEnv, ctx: StepContext) -> Task:
         order=900,
         purpose="rollback",
         job=job,
-    )
-
-
-def step_notify(env: StepEnv, ctx: StepContext) -> Outcome:
-    """Step 15: tell the stakeholders, with the notes, or the failure and its evidence.
-
-    A failed delivery is recorded (`release show`), never a failure of the release.
-    """
-    release = ctx.release
-    notes = ReleaseNotes(**ctx.core["notes"]) if ctx.core.get("notes") else None
-    if release.failure_reason:
-        evidence = ctx.core.get("failure_evidence") or {}
-        lines = ["The release was rolled back.", f"Reason: {release.failure_reason}"]
-        lines += [f"- {key}: {value}" for key, value in sorted(evidence.items())]
-        told = notices.notice(
-            env.settings, release, "rolled_back", lines, notes=notes, evidence=evidence
-        )
-    else:
-        told = notices.notice(env.settings, release, "succeeded", [], notes=notes)
-    return _notified(env, ctx, told, Outcome.done)
-
-
-def _notified(env: StepEnv, ctx: StepContext, told: Notice, make: Any, **kw: Any) -> Outcome:
-    """Send a notice and record its deliveries in the outcome `make` builds."""
-    deliveries, event = notices.send(env.host, ctx.release, told)
-    failed = sum(1 for d in deliveries if not d.ok)
-    detail = f"stakeholders notified: {told.subject}" + (
-        f" ({failed} of {len(deliveries)} deliveries failed)" if failed else ""
-    )
-    return make(
-        detail,
-        events=[event, *kw.pop("events", [])],
-        core={"deliveries": notices.recorded(ctx.core, told.kind, deliveries)},
-        **kw,
-    )
-
-
-def step_post_mortem(env: StepEnv, ctx: StepContext, timeline: list[Any]) -> Outcome:
-    """Step 16: the post-mortem from the audit trail."""
-    records = [
-        r
-        for result in env.host.hook.post_mortem(release=ctx.release, timeline=timeline)
-        for r in result
-    ]
-    return Outcome.done(f"post-mortem written ({len(records)} record(s))", records=records)
-
-
-def step_service_levels(env: StepEnv, ctx: StepContext) -> Outcome:
-    """Step 17: update service levels with what the release changed; say what was written."""
-    plugins = env.implemented("update_service_levels")
-    if not plugins:
-        return Outcome.done("no service-level plugin enabled: nothing to update")
-    written = [
-        line
-        for result in env.host.hook.update_service_levels(release=ctx.release)
-        for line in result or []
-    ]
-    if not written:
-        return Outcome.done(f"service levels already current ({', '.join(plugins)})")
-    return Outcome.done(f"service levels updated: {'; '.join(written)}")
-
-
-def step_early_life_support(env: StepEnv, ctx: StepContext) -> Outcome:
-    """Step 18: major releases are watched for `policy.els_days`; others skip it.
-
-    Signals during the watch are attached to the release (`seen`) and told as they come;
-    the stakeholders are told when it starts and, with a summary, when it ends (on time, or
-    early with `release end-support`).
-    """
-    release = ctx.release
-    state = release.state
-    if state == ReleaseState.ROLLED_BACK:
-        return Outcome.skipped("the release was rolled back", transition=ReleaseState.CLOSED)
-    if state == ReleaseState.SUCCEEDED and not release.major:
-        return Outcome.skipped("not a major release", transition=ReleaseState.CLOSED)
-    if state == ReleaseState.SUCCEEDED:
-        until_at = ctx.now + timedelta(days=env.settings.policy.els_days)
-        lines = [f"{release.title} is in early life support until {until_at:%Y-%m-%d %H:%M} UTC."]
-        told = notices.notice(env.settings, release, "els_started", lines)
-        return _notified(
-            env,
-            ctx,
-            told,
-            Outcome.progress,
-            state={"until": until_at.isoformat()},
-            transition=ReleaseState.EARLY_LIFE_SUPPORT,
-        )
-    until_at = datetime.fromisoformat(ctx.step.state["until"])
-    signals = collect_signals(env, ctx)
-    if signals and env.settings.policy.els_auto_rollback:
-        first = signals[0]
-        return Outcome.failure(
-            f"during early life support: {first.source}: {first.summary}",
-            {"signals": [s.model_dump(mode="json") for s in signals]},
-        )
-    if signals:
-        seen = [*ctx.step.state.get("seen", []), *(s.model_dump(mode="json") for s in signals)]
-        lines = [f"{s.source}: {s.summary} ({s.key})" for s in signals]
-        evidence = {"signals": [s.model_dump(mode="json") for s in signals]}
-        told = notices.notice(env.settings, release, "els_incident", lines, evidence=evidence)
-        return _notified(env, ctx, told, Outcome.progress, state={"seen": seen})
-    ended_by = ctx.step.state.get("ended_by")
-    if ctx.now >= until_at or ended_by:
-        seen = ctx.step.state.get("seen", [])
-        how = f"ended early by {ended_by}" if ended_by else "ended"
-        lines = [f"Early life support of {release.title} {how}: {len(seen)} incident(s)."]
-        lines += [f"- {s['source']}: {s['summary']} ({s['key']})" for s in seen]
-        told = notices.notice(env.settings, release, "els_ended", lines, evidence={"seen": seen})
-        return _notified(env, ctx, told, Outcome.done, transition=ReleaseState.CLOSED)
-    return Outcome.waiting(
-        f"early life support until {until_at:%Y-%m-%d %H:%M}Z",
-        retry_at=min(ctx.now + env.poll, until_at),
     )

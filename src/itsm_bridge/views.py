@@ -173,7 +173,11 @@ STEP_CALLS: dict[int, list[tuple[str, str]]] = {
         ("return_to_backlog", "release={id}, items, reason"),
     ],
     15: [("notify_stakeholders", "release={id}, notice")],
-    16: [("post_mortem", "release={id}, timeline")],
+    16: [
+        ("post_mortem", "release={id}, report"),
+        ("add_to_backlog", "item=<each follow-up>"),
+        ("notify_stakeholders", "release={id}, notice=<the meeting invitation>"),
+    ],
     17: [("update_service_levels", "release={id}")],
     18: [("detect_failure", "release={id}, since")],
 }

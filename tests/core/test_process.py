@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fake_vendor import FakeVendorPlugin
-from itsm_bridge import steps_run
+from itsm_bridge import steps_close
 from itsm_bridge.errors import TransientError, UsageError
 from itsm_bridge.hookspecs import hookimpl
 from itsm_bridge.models import Event, JobRef, JobStatus, Release, Signal
@@ -509,7 +509,7 @@ def test_service_levels_say_only_what_was_written(tmp_path: Path) -> None:
         release = tx.release(rid)
         assert release is not None
         ctx = StepContext(release=release, step=step, tasks=[], core={}, now=h.clock.now)
-    again = steps_run.step_service_levels(h.process.env, ctx)
+    again = steps_close.step_service_levels(h.process.env, ctx)
     assert again.detail == "service levels already current (fake)"
 
 

@@ -26,7 +26,7 @@ def make_settings(tmp_path: Path) -> BridgeSettings:
             "database": f"sqlite:///{tmp_path}/bridge.db",
             "data_dir": str(tmp_path),
             "services": {"payments": SERVICE},
-            "policy": {"verify_minutes": 0},
+            "policy": {"verify_minutes": 0, "post_mortem": {"after_success": True}},
         }
     )
 
@@ -94,10 +94,13 @@ def test_crash_after_any_side_effect_repeats_nothing(tmp_path: Path, kind: str, 
     assert crashes == 1
     assert vendor.duplicates == []
     for effect in EFFECTS:
-        assert vendor.created[effect] == baseline.created[effect], effect
+        # the re-run of step 17 finds the service levels written: it writes, and so tells,
+        # nothing (the `service_levels` event is for what a run wrote): one note fewer
+        told_less = 1 if (kind, effect) == ("sla", "work_note") else 0
+        assert vendor.created[effect] == baseline.created[effect] - told_less, effect
         # only the interrupted hook call is made again (and finds its records): nothing else
         # repeats. One create_tasks call makes three task calls, so up to three repeat.
-        extra = vendor.calls[effect] - baseline.calls[effect]
+        extra = vendor.calls[effect] - baseline.calls[effect] + told_less
         if effect == kind:
             assert 1 <= extra <= (3 if kind == "task" else 1), effect
         else:

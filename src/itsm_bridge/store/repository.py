@@ -31,12 +31,20 @@ from itsm_bridge.models import (
     utcnow,
 )
 from itsm_bridge.store import schema as t
-from itsm_bridge.store.queues import QueueRows
+from itsm_bridge.store.claims import ClaimRows
 
 log = logging.getLogger(__name__)
 
 # Keys of `releases.data` that are fields of the Release model (the rest is core-only state).
-MODEL_DATA_KEYS = ("approval", "scope", "impact", "failure_reason", "jobs", "build")
+MODEL_DATA_KEYS = (
+    "approval",
+    "scope",
+    "impact",
+    "failure_reason",
+    "jobs",
+    "build",
+    "service_levels",
+)
 
 
 @dataclass
@@ -63,7 +71,7 @@ class StepRow:
         }
 
 
-class Tx(QueueRows):
+class Tx(ClaimRows):
     """One transaction's view of the store."""
 
     def __init__(self, connection: Connection) -> None:
@@ -202,6 +210,7 @@ class Tx(QueueRows):
                 step.state["retry_at"] = None
                 self.save_step(release_id, step)
         self.set_next_run(release_id, now)
+        self.notify_wake()  # the replicas that sleep look again (PostgreSQL)
 
     def set_next_run(self, release_id: str, at: datetime | None) -> None:
         self.conn.execute(
@@ -523,4 +532,5 @@ def _release_from_row(row: Any, records: list[ExternalRecord]) -> Release:
         failure_reason=data.get("failure_reason") or "",
         jobs=data.get("jobs") or {},
         build=BuildInfo(**data["build"]) if data.get("build") else None,
+        service_levels=data.get("service_levels") or {},
     )

@@ -18,8 +18,10 @@ from itsm_bridge.models import (
     Event,
     Impact,
     Notice,
+    PostMortemReport,
     Release,
     ReleaseState,
+    StepSummary,
 )
 from itsm_bridge.plugins import PluginHost, load_plugins
 from itsm_bridge.settings import settings_from_mapping
@@ -180,13 +182,40 @@ def test_hook_post_mortem(host: PluginHost, tmp_path: Path) -> None:
             message="HighErrorRate | firing",
         ),
     ]
-    (records,) = host.hook.post_mortem(
-        release=release(state=ReleaseState.ROLLED_BACK), timeline=timeline
+    steps = [
+        StepSummary(
+            number=11,
+            name="deploy",
+            status="done",
+            started_at=datetime(2026, 12, 5, 21, tzinfo=UTC),
+            finished_at=datetime(2026, 12, 5, 21, 3, 20, tzinfo=UTC),
+            detail="2 task(s) done",
+        )
+    ]
+    report = PostMortemReport(
+        timeline=timeline,
+        steps=steps,
+        failure_evidence={"signals": "HighErrorRate <script>"},
+        rolled_back_to="0.9.0",
+        follow_ups=["Find and fix the root cause of: HighErrorRate"],
     )
-    (record,) = records
-    text = Path(record.id).read_text()
-    assert Path(record.id).parent == tmp_path / "post-mortems"
-    assert "Outcome: rolled_back" in text
+    failed = release(state=ReleaseState.ROLLED_BACK).model_copy(
+        update={"failure_reason": "alertmanager: HighErrorRate"}
+    )
+    (records,) = host.hook.post_mortem(release=failed, report=report)
+    assert [(r.kind, r.key) for r in records] == [("post_mortem", "md"), ("post_mortem", "html")]
+    text = Path(records[0].id).read_text()
+    assert Path(records[0].id).parent == tmp_path / "post-mortems"
+    assert "Outcome: rolled_back (failed: alertmanager: HighErrorRate)" in text
     assert "## What went wrong" in text
-    assert "HighErrorRate \\| firing" in text
-    assert text.index("| 2026-12-05 21:00:00 |") < text.index("| 2026-12-05 21:05:00 |")
+    assert "was rolled back to 0.9.0" in text
+    assert "| 11 | deploy | done | 2026-12-05 21:00:00 | 0h03m20s | 2 task(s) done |" in text
+    rows = [line for line in text.split("## Timeline")[1].splitlines() if line.startswith("| 2")]
+    assert rows == [  # every event, in order, one row each
+        "| 2026-12-05 21:00:00 | itsm-bridge | deploy started |",
+        "| 2026-12-05 21:05:00 | alertmanager | HighErrorRate \\| firing |",
+    ]
+    assert "- [ ] Find and fix the root cause of: HighErrorRate" in text
+    html = Path(records[1].id).read_text()
+    assert "HighErrorRate &lt;script&gt;" in html
+    assert "<td>HighErrorRate | firing</td>" in html
