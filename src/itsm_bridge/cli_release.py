@@ -71,7 +71,7 @@ def _print_release(release: Release, rt: Runtime, as_json: bool) -> None:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from itsm_bridge.commands import parse_service_levels, parse_when
+    from itsm_bridge.inputs import parse_service_levels, parse_when
 
     levels = parse_service_levels(args.service_level or [])
     rt = runtime(args)

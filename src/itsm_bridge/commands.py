@@ -5,9 +5,7 @@ transaction with an audit event, and makes the release due so the process reacts
 
 from __future__ import annotations
 
-import re
 import time
-import unicodedata
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +15,7 @@ import sqlalchemy as sa
 
 from itsm_bridge import lifecycle
 from itsm_bridge.errors import OperationFailed, UsageError
+from itsm_bridge.inputs import version_problem
 from itsm_bridge.lifecycle import STEPS
 from itsm_bridge.models import (
     Approval,
@@ -378,48 +377,3 @@ class ReleaseCommands:
                 step.status, step.detail, step.finished_at, step.attempts = "pending", "", None, 0
                 step.state = {}  # run it afresh: findings, approval request, jobs, retries
                 tx.save_step(release_id, step)
-
-
-def parse_service_levels(pairs: list[str]) -> dict[str, str]:
-    """`--service-level KEY=VALUE` options as a mapping (keys are identifiers)."""
-    levels = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise UsageError(
-                f"--service-level {pair!r}: use KEY=VALUE with a name as KEY, e.g. "
-                "availability=99.95"
-            )
-        levels[key.strip()] = value.strip()
-    return levels
-
-
-def parse_when(text: str | None) -> datetime | None:
-    """An ISO 8601 instant with a zone (`Z` or an offset)."""
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"--not-before: {text!r} is not ISO 8601 (2026-12-05T22:00:00+01:00)"
-        ) from None
-    if value.tzinfo is None:
-        raise UsageError("--not-before needs a time zone, e.g. 2026-12-05T22:00:00+01:00")
-    return value
-
-
-VERSION_MAX = 64
-
-
-def version_problem(version: str, pattern: str | None = None) -> str | None:
-    """Why `version` cannot be a release version (None when it can)."""
-    if not version:
-        return "--version must not be empty"
-    if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in version):
-        return f"--version {version!r} holds whitespace or control characters; remove them"
-    if len(version) > VERSION_MAX:
-        return f"--version is {len(version)} characters long; at most {VERSION_MAX} are allowed"
-    if pattern is not None and re.fullmatch(pattern, version) is None:
-        return f"--version {version!r} does not match policy.version_pattern {pattern!r}"
-    return None

@@ -9,9 +9,9 @@ from typing import Any
 import icalendar
 import pytest
 
-from itsm_bridge.commands import parse_service_levels
 from itsm_bridge.errors import UsageError
 from itsm_bridge.hookspecs import hookimpl
+from itsm_bridge.inputs import parse_service_levels
 from itsm_bridge.models import BacklogItem, Release, WorkItem
 from process_harness import Harness
 

@@ -19,12 +19,12 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from itsm_bridge.store import schema as t
-from itsm_bridge.store.queues import QueueRows
+from itsm_bridge.store.scheduling import ScheduleRows
 
 WAKE_CHANNEL = "itsm_bridge_wake"
 
 
-class ClaimRows(QueueRows):
+class ClaimRows(ScheduleRows):
     """Part of `Tx`: the worker's queries."""
 
     def _free(self, now: datetime) -> sa.ColumnElement[bool]:

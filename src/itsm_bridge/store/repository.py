@@ -19,7 +19,6 @@ from itsm_bridge.models import (
     Approval,
     BacklogItem,
     BuildInfo,
-    Event,
     ExternalRecord,
     Impact,
     JobRef,
@@ -31,6 +30,7 @@ from itsm_bridge.models import (
     utcnow,
 )
 from itsm_bridge.store import schema as t
+from itsm_bridge.store.audit import AuditRows
 from itsm_bridge.store.claims import ClaimRows
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class StepRow:
         }
 
 
-class Tx(ClaimRows):
+class Tx(AuditRows, ClaimRows):
     """One transaction's view of the store."""
 
     def __init__(self, connection: Connection) -> None:
@@ -202,27 +202,6 @@ class Tx(ClaimRows):
         rows = self.conn.execute(query.order_by(t.releases.c.created_at)).mappings()
         return [_release_from_row(row, []) for row in rows]
 
-    # -- scheduling and leases -----------------------------------------------------------
-    def wake(self, release_id: str, now: datetime) -> None:
-        """Make the release due now, and its waiting steps ask their plugins at once."""
-        for step in self.steps(release_id):
-            if step.status == "waiting" and step.state.get("retry_at"):
-                step.state["retry_at"] = None
-                self.save_step(release_id, step)
-        self.set_next_run(release_id, now)
-        self.notify_wake()  # the replicas that sleep look again (PostgreSQL)
-
-    def set_next_run(self, release_id: str, at: datetime | None) -> None:
-        self.conn.execute(
-            t.releases.update().where(t.releases.c.id == release_id).values(next_run_at=at)
-        )
-
-    def next_run(self, release_id: str) -> datetime | None:
-        value: datetime | None = self.conn.execute(
-            sa.select(t.releases.c.next_run_at).where(t.releases.c.id == release_id)
-        ).scalar_one_or_none()
-        return value
-
     def last_good_version(self, service: str, exclude: str) -> str:
         """The version of the newest release of `service` that deployed and did not fail.
 
@@ -251,55 +230,15 @@ class Tx(ClaimRows):
         ).scalar_one_or_none()
         return str(version or "")
 
-    def due_release_ids(self, now: datetime, limit: int = 100) -> list[str]:
-        query = (
-            sa.select(t.releases.c.id)
-            .where(t.releases.c.next_run_at.is_not(None), t.releases.c.next_run_at <= now)
-            .order_by(t.releases.c.next_run_at)
-            .limit(limit)
-        )
-        return list(self.conn.execute(query).scalars())
-
-    def lease_release(self, release_id: str, owner: str, ttl: timedelta) -> bool:
-        """Take (or renew) the row lease of a release; False when another owner holds it.
-
-        Times are the database's clock (`db_now`), so replicas with skewed clocks agree.
-        """
-        now = self.db_now()
-        c = t.releases.c
-        result = self.conn.execute(
-            t.releases.update()
-            .where(
-                c.id == release_id,
-                sa.or_(c.lease_owner.is_(None), c.lease_owner == owner, c.lease_expires_at < now),
-            )
-            .values(lease_owner=owner, lease_expires_at=now + ttl)
-        )
-        return result.rowcount == 1
-
-    def renew_release_lease(self, release_id: str, owner: str, ttl: timedelta) -> bool:
-        """Extend a lease this owner still holds; False once it expired or changed hands.
-
-        Unlike `lease_release` it never takes an expired lease back: whoever lost a lease must
-        not write again (another replica may have advanced the release meanwhile). Run in the
-        transaction that commits a step, it is the fence that refuses a late commit.
-        """
-        now = self.db_now()
-        c = t.releases.c
-        result = self.conn.execute(
-            t.releases.update()
-            .where(c.id == release_id, c.lease_owner == owner, c.lease_expires_at > now)
-            .values(lease_expires_at=now + ttl)
-        )
-        return result.rowcount == 1
-
-    def drop_release_lease(self, release_id: str, owner: str) -> None:
-        c = t.releases.c
-        self.conn.execute(
-            t.releases.update()
-            .where(c.id == release_id, c.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=None)
-        )
+    # -- scheduling and leases -----------------------------------------------------------
+    def wake(self, release_id: str, now: datetime) -> None:
+        """Make the release due now, and its waiting steps ask their plugins at once."""
+        for step in self.steps(release_id):
+            if step.status == "waiting" and step.state.get("retry_at"):
+                step.state["retry_at"] = None
+                self.save_step(release_id, step)
+        self.set_next_run(release_id, now)
+        self.notify_wake()  # the replicas that sleep look again (PostgreSQL)
 
     # -- steps ---------------------------------------------------------------------------
     def steps(self, release_id: str) -> list[StepRow]:
@@ -399,90 +338,6 @@ class Tx(ClaimRows):
             .where(t.tasks.c.release_id == release_id, t.tasks.c.key == task.key)
             .values(**values)
         )
-
-    # -- external records ----------------------------------------------------------------
-    def records(self, release_id: str) -> list[ExternalRecord]:
-        rows = self.conn.execute(
-            sa.select(t.records)
-            .where(t.records.c.release_id == release_id)
-            .order_by(t.records.c.id)
-        ).mappings()
-        return [
-            ExternalRecord(
-                system=r["system"],
-                kind=r["kind"],
-                id=r["external_id"],
-                number=r["number"],
-                url=r["url"],
-                key=r["key"] or None,
-            )
-            for r in rows
-        ]
-
-    def add_record(self, release_id: str, record: ExternalRecord) -> bool:
-        """Remember an external record once; False when it was already known."""
-        return self._insert_new(
-            t.records,
-            ["release_id", "system", "kind", "key", "external_id"],
-            release_id=release_id,
-            system=record.system,
-            kind=record.kind,
-            key=record.key or "",
-            external_id=record.id,
-            number=record.number,
-            url=record.url,
-        )
-
-    # -- audit trail ---------------------------------------------------------------------
-    def add_event(self, release_id: str, event: Event) -> None:
-        self.conn.execute(
-            t.events.insert().values(
-                release_id=release_id,
-                at=event.at,
-                actor=event.actor,
-                kind=event.kind,
-                message=event.message,
-                evidence=event.evidence,
-            )
-        )
-
-    def events(self, release_id: str, limit: int | None = None) -> list[Event]:
-        """The audit trail, oldest first (the newest `limit` when given)."""
-        query = sa.select(t.events).where(t.events.c.release_id == release_id)
-        if limit:
-            query = query.order_by(t.events.c.id.desc()).limit(limit)
-        else:
-            query = query.order_by(t.events.c.id)
-        rows = list(self.conn.execute(query).mappings())
-        if limit:
-            rows.reverse()
-        return [_event_from_row(r) for r in rows]
-
-    def events_after(self, release_id: str, after_id: int) -> list[tuple[int, Event]]:
-        """Events with an id above `after_id` (the outbox of `release_changed`)."""
-        rows = self.conn.execute(
-            sa.select(t.events)
-            .where(t.events.c.release_id == release_id, t.events.c.id > after_id)
-            .order_by(t.events.c.id)
-        ).mappings()
-        return [(r["id"], _event_from_row(r)) for r in rows]
-
-    def count_events(self, release_id: str) -> int:
-        return int(
-            self.conn.execute(
-                sa.select(sa.func.count()).where(t.events.c.release_id == release_id)
-            ).scalar_one()
-        )
-
-
-def _event_from_row(row: Any) -> Event:
-    return Event(
-        at=row["at"],
-        actor=row["actor"],
-        kind=row["kind"],
-        message=row["message"],
-        evidence=row["evidence"] or {},
-    )
 
 
 def _release_columns(release: Release) -> dict[str, Any]:
