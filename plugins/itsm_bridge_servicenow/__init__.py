@@ -27,6 +27,7 @@ from itsm_bridge.models import (
     Impact,
     Release,
     ReleaseNotes,
+    ReleaseState,
     Signal,
     Task,
     TaskSpec,
@@ -198,8 +199,11 @@ class ServiceNowPlugin:
         # first the tasks: once the change is closed or canceled they are read-only
         task_closure.close_open(self.client, release, event)
         change.sync(self.client, self.config, release, event)
-        if event.kind == "failure" and self.config.create_incident_on_failure:
-            incidents.open_for_failure(self.client, self.config, self.bridge, release, event)
+        if self.config.create_incident_on_failure:
+            if event.kind == "failure":
+                incidents.open_for_failure(self.client, self.config, self.bridge, release, event)
+            elif event.kind == "signal" and release.state == ReleaseState.EARLY_LIFE_SUPPORT:
+                incidents.open_for_signal(self.client, self.config, self.bridge, release, event)
 
     @hookimpl
     def register_webhooks(self, register: Callable[..., Any]) -> None:

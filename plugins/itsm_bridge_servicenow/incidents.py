@@ -43,6 +43,7 @@ SIGNAL_FIELDS = (
     "cmdb_ci",
     "business_service",
     "caused_by",
+    "correlation_display",
 )
 #: Incident for a failed release: impact 2 (medium), urgency 1 (high) → priority 2 - High.
 FAILURE_IMPACT, FAILURE_URGENCY = 2, 1
@@ -96,6 +97,8 @@ def signals(
         return []
     found = []
     for row in client.query(TABLE, query, SIGNAL_FIELDS):
+        if str(row.get("correlation_display") or "") == "itsm-bridge":
+            continue  # an incident the bridge opened itself tells nothing new
         opened = parse_sn_datetime(str(row.get("opened_at") or ""))
         if opened is None:  # opened_at is always set on a real instance
             continue
@@ -154,11 +157,40 @@ def open_for_failure(
     second incident. The incident is caused by the change, raised on the service's CI and
     assigned to `incident_assignment_group` (else `assignment_group`).
     """
-    correlation = f"{release.id}:failure"
+    title = f"Release failed: {release.title}"
+    open_incident(client, config, bridge, release, event, f"{release.id}:failure", title)
+
+
+def open_for_signal(
+    client: ServiceNowClient,
+    config: Settings,
+    bridge: BridgeSettings,
+    release: Release,
+    event: Event,
+) -> None:
+    """Open one incident for a signal during early life support (`<release id>:signal:<key>`:
+    an alert that fires while a major release is watched, when no rollback follows)."""
+    key = str(event.evidence.get("key") or event.message)
+    title = f"During early life support of {release.title}: {event.message}"
+    open_incident(
+        client, config, bridge, release, event, f"{release.id}:signal:{key}"[:100], title
+    )
+
+
+def open_incident(
+    client: ServiceNowClient,
+    config: Settings,
+    bridge: BridgeSettings,
+    release: Release,
+    event: Event,
+    correlation: str,
+    title: str,
+) -> None:
+    """One incident per `correlation` (looked up first), caused by the release's change."""
     if client.query(TABLE, f"correlation_id={escape(correlation)}", ("sys_id",), limit=1):
         return
     body: dict[str, Any] = {
-        "short_description": f"Release failed: {release.title}"[:160],
+        "short_description": title[:160],
         "description": _description(release, event),
         "impact": FAILURE_IMPACT,
         "urgency": FAILURE_URGENCY,

@@ -436,6 +436,8 @@ def release_changed(release: Release, event: Event) -> None:
     - ``exception``: an emergency change broke a freeze or left the windows;
     - ``cancelled``, ``retry``: a person cancelled the release or retried it;
     - ``support``: a person ended early life support early (``release end-support``);
+    - ``signal``: a failure signal during early life support that did not roll the release
+      back (evidence ``key`` and the signal's evidence), e.g. to open an incident;
     - ``notified``: stakeholders were told (evidence ``notice``, ``deliveries``);
     - ``post_mortem``: the post-mortem was written (evidence ``documents``: URLs,
       ``follow_ups``: backlog keys);

@@ -205,6 +205,15 @@ class PolicySettings(StrictModel):
     retry_limit: int = Field(default=8, ge=1)
     poll_seconds: int = Field(default=30, ge=0)
     failure_severity: Literal["critical", "warning", "info"] = "warning"
+    failure_limit: int = Field(
+        default=1, ge=1, description="distinct firing signals that fail a release in its watch"
+    )
+    clock_skew_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=3600,
+        description="a signal may start this long before the deployment began and still count",
+    )
     version_pattern: str | None = Field(
         default=None,
         description="a regular expression every release version must match as a whole",

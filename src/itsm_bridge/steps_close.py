@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from itsm_bridge import notices, postmortem
+from itsm_bridge import notices, postmortem, signals
 from itsm_bridge.models import (
     ACTOR,
     Event,
@@ -24,23 +24,33 @@ from itsm_bridge.steps_plan import StepEnv
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
-def collect_signals(env: StepEnv, ctx: StepContext) -> list[Signal]:
-    """New signals at or above `policy.failure_severity` since the deployment began.
+def collect_signals(env: StepEnv, ctx: StepContext, until: datetime | None = None) -> list[Signal]:
+    """New firing signals at or above `policy.failure_severity`, started since the deployment
+    began (less `policy.clock_skew_seconds`) and, when given, by `until` (the end of the
+    watch): from `detect_failure` and from those recorded with the release (pushed alerts).
 
     Vendors stamp whole seconds, so the deployment start is compared to the second.
     """
-    since = (ctx.release.deploy_started_at or ctx.now).replace(microsecond=0)
+    policy = env.settings.policy
+    began = (ctx.release.deploy_started_at or ctx.now).replace(microsecond=0)
+    since = began - timedelta(seconds=policy.clock_skew_seconds)
     seen = {s["key"] if isinstance(s, dict) else s for s in ctx.step.state.get("seen", [])}
-    threshold = SEVERITY_RANK[env.settings.policy.failure_severity]
+    threshold = SEVERITY_RANK[policy.failure_severity]
     found = [
         s
         for result in env.host.hook.detect_failure(release=ctx.release, since=since)
         for s in result
     ]
+    found += signals.stored(ctx.core)
+    unique = {s.key: s for s in found}  # one per key: an alert polled and pushed is one
     return [
         s
-        for s in found
-        if s.key not in seen and s.at >= since and SEVERITY_RANK[s.severity] >= threshold
+        for s in unique.values()
+        if s.key not in seen
+        and signals.firing(s)
+        and s.at >= since
+        and (until is None or s.at <= until)
+        and SEVERITY_RANK[s.severity] >= threshold
     ]
 
 
@@ -178,19 +188,20 @@ def step_early_life_support(env: StepEnv, ctx: StepContext) -> Outcome:
             transition=ReleaseState.EARLY_LIFE_SUPPORT,
         )
     until_at = datetime.fromisoformat(ctx.step.state["until"])
-    signals = collect_signals(env, ctx)
-    if signals and env.settings.policy.els_auto_rollback:
-        first = signals[0]
+    new = collect_signals(env, ctx, until=until_at)
+    if new and env.settings.policy.els_auto_rollback:
+        first = new[0]
         return Outcome.failure(
             f"during early life support: {first.source}: {first.summary}",
-            {"signals": [s.model_dump(mode="json") for s in signals]},
+            {"signals": [s.model_dump(mode="json") for s in new]},
         )
-    if signals:
-        seen = [*ctx.step.state.get("seen", []), *(s.model_dump(mode="json") for s in signals)]
-        lines = [f"{s.source}: {s.summary} ({s.key})" for s in signals]
-        evidence = {"signals": [s.model_dump(mode="json") for s in signals]}
+    if new:
+        seen = [*ctx.step.state.get("seen", []), *(s.model_dump(mode="json") for s in new)]
+        lines = [f"{s.source}: {s.summary} ({s.key})" for s in new]
+        evidence = {"signals": [s.model_dump(mode="json") for s in new]}
         told = notices.notice(env.settings, release, "els_incident", lines, evidence=evidence)
-        return _notified(env, ctx, told, Outcome.progress, state={"seen": seen})
+        events = [signal_event(s) for s in new]  # e.g. an incident opened for each
+        return _notified(env, ctx, told, Outcome.progress, state={"seen": seen}, events=events)
     ended_by = ctx.step.state.get("ended_by")
     if ctx.now >= until_at or ended_by:
         seen = ctx.step.state.get("seen", [])
@@ -202,4 +213,14 @@ def step_early_life_support(env: StepEnv, ctx: StepContext) -> Outcome:
     return Outcome.waiting(
         f"early life support until {until_at:%Y-%m-%d %H:%M}Z",
         retry_at=min(ctx.now + env.poll, until_at),
+    )
+
+
+def signal_event(signal: Signal) -> Event:
+    """The `signal` event: a signal during early life support that did not roll it back."""
+    return Event(
+        actor=signal.source,
+        kind="signal",
+        message=f"{signal.source}: {signal.summary}",
+        evidence={"key": signal.key, **signal.evidence},
     )

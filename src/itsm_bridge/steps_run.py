@@ -18,6 +18,7 @@ from itsm_bridge.models import (
     JobRef,
     JobState,
     ReleaseState,
+    Signal,
     Task,
     TaskSpec,
     TaskStatus,
@@ -202,19 +203,27 @@ def step_smoke_test(env: StepEnv, ctx: StepContext) -> Outcome:
 
 
 def step_detect(env: StepEnv, ctx: StepContext) -> Outcome:
-    """Step 13: watch the release for `policy.verify_minutes`; any signal fails it."""
+    """Step 13: watch the release for `policy.verify_minutes`; `policy.failure_limit` distinct
+    firing signals fail it (fewer are recorded in the step and told as they come)."""
     until = ctx.step.state.get("until")
     if until is None:
         until_at = ctx.now + timedelta(minutes=env.settings.policy.verify_minutes)
         return Outcome.progress("watch period started", state={"until": until_at.isoformat()})
-    signals = collect_signals(env, ctx)
-    if signals:
-        first = signals[0]
+    until_at = datetime.fromisoformat(until)
+    new = collect_signals(env, ctx, until=until_at)
+    seen = [*ctx.step.state.get("seen", []), *(s.model_dump(mode="json") for s in new)]
+    if len(seen) >= env.settings.policy.failure_limit:
+        first = new[0] if new else Signal.model_validate(seen[0])
         return Outcome.failure(
             f"{first.source}: {first.summary}",
-            {"signals": [s.model_dump(mode="json") for s in signals]},
+            {"signals": seen},
         )
-    until_at = datetime.fromisoformat(until)
+    if new:
+        return Outcome.progress(
+            f"{len(seen)} of {env.settings.policy.failure_limit} signal(s) needed to fail: "
+            + "; ".join(f"{s.source}: {s.summary}" for s in new),
+            state={"seen": seen},
+        )
     if ctx.now >= until_at:
         return Outcome.done(
             f"no failure signal in {env.settings.policy.verify_minutes} minute(s)",

@@ -173,6 +173,57 @@ def test_open_for_failure_creates_a_linked_incident(
     assert "smoke test failed" in body["description"] and "payments/smoke" in body["description"]
 
 
+@responses.activate
+def test_an_incident_the_bridge_opened_is_not_a_signal(
+    client: ServiceNowClient, config: Settings, make_release: Callable[..., Release]
+) -> None:
+    release = deployed(make_release())
+    opened = "2026-12-05 21:05:00"
+    rows = [
+        {"sys_id": "a", "number": "INC1", "opened_at": opened, "correlation_display": ""},
+        {
+            "sys_id": "b",
+            "number": "INC2",
+            "opened_at": opened,
+            "correlation_display": "itsm-bridge",
+        },
+    ]
+    responses.get(INCIDENTS, json={"result": rows})
+    found = incidents.signals(client, config, release, SINCE)
+    assert [s.key for s in found] == ["INC1"]
+    query = parse_qs(urlsplit(responses.calls[0].request.url).query)
+    assert "correlation_display" in query["sysparm_fields"][0]
+
+
+@responses.activate
+def test_a_signal_during_early_life_support_opens_one_incident(
+    client: ServiceNowClient,
+    config: Settings,
+    bridge_settings: BridgeSettings,
+    make_release: Callable[..., Release],
+) -> None:
+    release = deployed(make_release())
+    alert = Event(
+        at=SINCE,
+        actor="alertmanager",
+        kind="signal",
+        message="alertmanager: 5xx ratio above 5%",
+        evidence={"key": "1d31034106d44412:2026-11-28T05:27:57Z", "status": "firing"},
+    )
+    responses.get(INCIDENTS, json={"result": []})
+    responses.get(f"{URL}/api/now/table/cmdb_ci", json={"result": [{"sys_id": "ci9"}]})
+    responses.get(f"{URL}/api/now/table/sys_user_group", json={"result": [{"sys_id": "g9"}]})
+    responses.post(INCIDENTS, json={"result": {"sys_id": "i9"}}, status=201)
+    incidents.open_for_signal(client, config, bridge_settings, release, alert)
+    body = json.loads(responses.calls[-1].request.body)
+    assert body["correlation_id"] == f"{release.id}:signal:1d31034106d44412:2026-11-28T05:27:57Z"
+    assert body["short_description"].startswith("During early life support of")
+    assert body["caused_by"] == CHG
+    responses.replace(responses.GET, INCIDENTS, json={"result": [{"sys_id": "i9"}]})
+    incidents.open_for_signal(client, config, bridge_settings, release, alert)
+    assert len([c for c in responses.calls if c.request.method == "POST"]) == 1  # once
+
+
 # -- integration -----------------------------------------------------------------------------
 def sandbox_release(snow: ServiceNowSandbox, make_release: Callable[..., Release]) -> Release:
     change = snow.insert("change_request", short_description="payments 1.4.0")
