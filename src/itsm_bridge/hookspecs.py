@@ -476,7 +476,10 @@ def register_webhooks(register: Callable[..., None]) -> None:
     answer, then acts on it by kind: ``work_item`` (payload: a ``WorkItem``) enters intake;
     ``scope`` (the backlog changed; payload ``key`` and ``versions``, the issue's
     fixVersions) makes every release not yet deploying whose version is among ``versions``,
-    or whose scope holds ``key``, read its scope and notes again; any other kind wakes
+    or whose scope holds ``key``, read its scope and notes again; ``signal`` (payload a
+    ``Signal``, e.g. an alert: ``service``, ``at``, ``evidence["status"]`` firing or resolved)
+    is recorded with every watched release it concerns (``itsm_bridge.signals``), which
+    weighs it at once; any other kind wakes
     ``release_id`` (or, without it, every release in progress) so its waiting steps ask
     their plugins at once (a job finished, a task closed, an alert fired).
     """

@@ -7,8 +7,9 @@ delivery (401, 400, 422) stores nothing; a fault inside the bridge answers 503 (
 
 `process_inbox` is the worker's part: each stored event is acted on once, by kind (see the
 `register_webhooks` hookspec): `scope` makes the releases it concerns read their scope and
-notes again; any other kind wakes the release it names, or every release in progress, so
-their waiting steps ask their plugins at once. `work_item` events belong to intake
+notes again; `signal` (a `Signal`: an alert) is recorded with the watched releases it concerns
+(`signals.py`), which are woken; any other kind wakes the release it names, or every release
+in progress, so their waiting steps ask their plugins at once. `work_item` events belong to intake
 (`intake.py`). A release another owner holds is left for the next pass; nothing is dropped.
 """
 
@@ -20,9 +21,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 
-from itsm_bridge import lifecycle
+from itsm_bridge import lifecycle, signals
 from itsm_bridge.errors import WebhookRejected
-from itsm_bridge.models import Event, Release, ReleaseState
+from itsm_bridge.models import Event, Release, ReleaseState, Signal
 from itsm_bridge.plugins import PluginHost
 from itsm_bridge.store import Store, Tx
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, str], bytes, dict[str, str]], list[dict[str, Any]]]
-WORK_ITEM, SCOPE = "work_item", "scope"
+WORK_ITEM, SCOPE, SIGNAL = "work_item", "scope", "signal"
 BACKLOG_STEP, NOTES_STEP = 3, 10
 BATCH = 500
 # States in which a release is in progress: an event may concern it.
@@ -133,9 +134,13 @@ def process_inbox(store: Store, host: PluginHost, process: Process) -> list[str]
 def _act(store: Store, process: Process, row: dict[str, Any]) -> str | None:
     """Apply one event to the releases it concerns; None when one of them is busy."""
     payload = row["payload"] or {}
+    signal = Signal.model_validate(payload) if row["kind"] == SIGNAL else None
     with store.begin() as tx:
         if row["kind"] == SCOPE:
             targets = scope_targets(tx.releases_in(lifecycle.CANCELLABLE), payload)
+        elif signal is not None:
+            watched = tx.releases_in(signals.WATCHED)
+            targets = [r.id for r in watched if signals.concerns(r, signal)]
         elif row.get("release_id") and tx.release(row["release_id"]) is not None:
             targets = [row["release_id"]]
         else:
@@ -147,11 +152,15 @@ def _act(store: Store, process: Process, row: dict[str, Any]) -> str | None:
             try:
                 if row["kind"] == SCOPE:
                     refresh_scope(tx, process, release_id, row)
+                elif signal is not None:
+                    core = tx.core_data(release_id)
+                    tx.set_core_data(release_id, signals=signals.recorded(core, signal))
+                    tx.wake(release_id, process.clock())
                 else:
                     tx.wake(release_id, process.clock())
             finally:
                 tx.drop_release_lease(release_id, process.owner)
-    verb = "scope read again" if row["kind"] == SCOPE else "woke"
+    verb = {SCOPE: "scope read again", SIGNAL: "recorded with"}.get(row["kind"], "woke")
     return f"{verb}: {', '.join(targets)}" if targets else "no release concerned"
 
 

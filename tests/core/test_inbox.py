@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from itsm_bridge.errors import WebhookRejected
 from itsm_bridge.hookspecs import hookimpl
 from itsm_bridge.inbox import process_inbox, receive, scope_targets, webhook_handlers
-from itsm_bridge.models import BacklogItem, Release
+from itsm_bridge.models import BacklogItem, Release, Signal
 from process_harness import Harness
 
 EVENT = {"source": "ci", "kind": "job", "dedupe_key": "ci:build:7:FINALIZED", "payload": {}}
@@ -211,3 +211,43 @@ def test_the_releases_a_backlog_change_concerns() -> None:
     assert scope_targets(releases, {"key": "PAY-1", "versions": []}) == ["a"]  # it left 1.0.0
     assert scope_targets(releases, {"key": "PAY-1", "versions": ["3.0.0"]}) == ["a", "c"]
     assert scope_targets(releases, {"key": "PAY-8", "versions": ["9.9"]}) == []
+
+
+def alert_event(key: str, at: Any, status: str = "firing", service: str = "payments") -> dict:
+    signal = Signal(
+        source="alertmanager",
+        key=key,
+        summary=f"alert {key}",
+        at=at,
+        service=service,
+        evidence={"status": status},
+    )
+    return {
+        "source": "alertmanager",
+        "kind": "signal",
+        "dedupe_key": f"alertmanager:{key}:{status}",
+        "payload": signal.model_dump(mode="json"),
+    }
+
+
+def test_a_signal_is_recorded_with_the_watched_releases_it_concerns(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    watched = h.create()
+    h.run(watched, cycles=6)
+    assert h.release(watched).state.value == "verifying"
+    planned = h.create(version="2.0.0")  # not deployed: not watched
+    with h.store.begin() as tx:
+        tx.set_next_run(watched, None)
+        tx.set_next_run(planned, None)
+    events = [
+        alert_event("fp1", h.clock.now),
+        alert_event("fp2", h.clock.now, service="ledger"),  # another service
+        alert_event("fp1", h.clock.now, status="resolved"),
+    ]
+    receive(h.store, lambda *a: events, {}, b"{}")
+    assert process_inbox(h.store, h.process.host, h.process) == []
+    with h.store.begin() as tx:
+        recorded = tx.core_data(watched).get("signals")
+        assert tx.core_data(planned).get("signals") is None
+        assert tx.due_release_ids(h.clock.now) == [watched]
+    assert [(s["key"], s["evidence"]["status"]) for s in recorded] == [("fp1", "resolved")]
