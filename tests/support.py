@@ -27,6 +27,7 @@ EXAMPLE_SECRETS = {
     "JIRA_WEBHOOK_SECRET": "very-secret-jira-webhook-secret",
     "JENKINS_TOKEN": "very-secret-jenkins-token",
     "JENKINS_WEBHOOK_TOKEN": "very-secret-jenkins-webhook-token",
+    "AM_WEBHOOK_TOKEN": "very-secret-alertmanager-webhook-token",
 }
 
 

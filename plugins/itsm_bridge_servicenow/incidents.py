@@ -172,9 +172,7 @@ def open_for_signal(
     an alert that fires while a major release is watched, when no rollback follows)."""
     key = str(event.evidence.get("key") or event.message)
     title = f"During early life support of {release.title}: {event.message}"
-    open_incident(
-        client, config, bridge, release, event, f"{release.id}:signal:{key}"[:100], title
-    )
+    open_incident(client, config, bridge, release, event, f"{release.id}:signal:{key}"[:100], title)
 
 
 def open_incident(

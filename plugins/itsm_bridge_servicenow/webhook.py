@@ -37,11 +37,11 @@ constant time), 400 for a body that is not JSON, 422 for JSON that is not such a
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
 from itsm_bridge.errors import WebhookRejected
+from itsm_bridge.webhook_auth import require_bearer
 
 if TYPE_CHECKING:
     from itsm_bridge_servicenow import Settings
@@ -85,16 +85,8 @@ class Handler:
         self.config = config
 
     def _authenticate(self, headers: dict[str, str]) -> None:
-        secret = self.config.webhook_token
-        if secret is None or not secret.get_secret_value():
-            raise WebhookRejected(
-                401, "webhooks from ServiceNow are disabled: set plugins.servicenow.webhook_token"
-            )
-        lowered = {name.lower(): value for name, value in headers.items()}
-        scheme, _, token = (lowered.get("authorization") or "").strip().partition(" ")
-        expected = secret.get_secret_value().encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-            raise WebhookRejected(401, "missing or wrong bearer token")
+        key = "plugins.servicenow.webhook_token"
+        require_bearer(headers, self.config.webhook_token, "ServiceNow", key)
 
     def __call__(
         self, headers: dict[str, str], body: bytes, query: dict[str, str] | None = None

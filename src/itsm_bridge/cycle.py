@@ -46,7 +46,7 @@ def run_cycle(process: Process) -> CycleReport:
 
 def health(store: Store, release_id: str) -> Health:
     """(state, attention, failed steps, failure) of a release, to tell what a cycle broke."""
-    with store.begin() as tx:
+    with store.read() as tx:
         release = tx.release(release_id)
         if release is None:
             return "", "", "", ""

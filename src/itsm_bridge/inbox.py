@@ -26,6 +26,7 @@ from itsm_bridge.errors import WebhookRejected
 from itsm_bridge.models import Event, Release, ReleaseState, Signal
 from itsm_bridge.plugins import PluginHost
 from itsm_bridge.store import Store, Tx
+from itsm_bridge.store.engine import database_reason
 
 if TYPE_CHECKING:
     from itsm_bridge.process import Process
@@ -67,9 +68,25 @@ def receive(
     body: bytes,
     query: dict[str, str] | None = None,
 ) -> Reception:
-    """Authenticate and parse a delivery, store its events durably, then say 202."""
+    """Authenticate and parse a delivery, store its events durably, then say 202.
+
+    (The daemon's webhook routes do the same for many deliveries at once: `webhooks.py`.)
+    """
+    events = parse_delivery(handler, headers, body, query or {})
+    if isinstance(events, Reception):
+        return events
+    (outcome,) = store_deliveries(store, [events])
+    return stored_answer(store, events, outcome)
+
+
+def parse_delivery(
+    handler: Handler, headers: dict[str, str], body: bytes, query: dict[str, str]
+) -> list[dict[str, Any]] | Reception:
+    """The events of a delivery (its handler authenticates and parses it), or the answer
+    that refuses it: the handler's 401/400/422, or 500 when the handler failed or returned
+    a malformed event (then nothing of the delivery is stored)."""
     try:
-        events = handler(headers, body, query or {})
+        events = handler(headers, body, query)
     except WebhookRejected as exc:
         return Reception(exc.status, exc.reason)
     except Exception:
@@ -79,13 +96,50 @@ def receive(
     if problem:
         log.error("webhook handler returned a malformed event: %s", problem)
         return Reception(500, "the handler returned a malformed event; see the bridge's log")
+    return events
+
+
+Outcome = int | BaseException  # events stored now, or why the delivery was not stored
+
+
+def store_deliveries(store: Store, deliveries: list[list[dict[str, Any]]]) -> list[Outcome]:
+    """Store the (valid) events of several deliveries in one transaction: a group commit.
+
+    Returns, for each delivery, how many of its events were new (a dedupe key seen before,
+    or earlier in the batch, is stored once), or the exception that kept it from being
+    stored. A batch that fails for a reason that may be one delivery's own (not an
+    operational error such as a lock or a lost connection) is stored again one delivery per
+    transaction, so that one bad delivery never costs the others their 202.
+    """
+    if not any(deliveries):
+        return [0 for _ in deliveries]
     try:
         with store.begin() as tx:
-            stored = sum(store_event(tx, event) for event in events)
-    except sa.exc.SQLAlchemyError as exc:
-        log.warning("webhook events not stored: %s", exc)
+            new = tx.inbox_add_many([event for events in deliveries for event in events])
+    except Exception as exc:  # the driver may raise its own (psycopg: a payload's TypeError)
+        if len(deliveries) > 1 and not isinstance(exc, sa.exc.OperationalError):
+            return [store_deliveries(store, [events])[0] for events in deliveries]
+        return [exc for _ in deliveries]
+    outcomes: list[Outcome] = []
+    for events in deliveries:  # a key twice in the batch: its first event stored it
+        stored = 0
+        for event in events:
+            if event["dedupe_key"] in new:
+                new.discard(event["dedupe_key"])
+                stored += 1
+        outcomes.append(stored)
+    return outcomes
+
+
+def stored_answer(store: Store, events: list[dict[str, Any]], outcome: Outcome) -> Reception:
+    """The answer to a delivery after `store_deliveries`: 202 once stored, 503 when the
+    database refused it (the sender retries); any other exception is raised (a bug: 500)."""
+    if isinstance(outcome, sa.exc.SQLAlchemyError):
+        log.warning("webhook events not stored: %s", database_reason(outcome, store.url))
         return Reception(503, "the bridge cannot store events right now; retry later")
-    return Reception(202, f"{stored} event(s) stored, {len(events) - stored} already known")
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return Reception(202, f"{outcome} event(s) stored, {len(events) - outcome} already known")
 
 
 def store_event(tx: Tx, event: dict[str, Any]) -> bool:
@@ -112,12 +166,41 @@ def _malformed(event: Any) -> str:
     return ""
 
 
+class InboxPass(NamedTuple):
+    """What one pass over the inbox did."""
+
+    failures: list[str]  # one line per event left pending because acting on it failed
+    more: bool  # it took a whole batch: more events may be waiting
+
+
 def process_inbox(store: Store, host: PluginHost, process: Process) -> list[str]:
-    """Act on every stored event not yet processed; returns one line per event left pending."""
-    with store.begin() as tx:
-        pending = tx.inbox_pending(limit=BATCH, exclude_kind=WORK_ITEM)
+    """Act on the stored events not yet processed (the oldest `BATCH`); returns one line per
+    event left pending because acting on it failed."""
+    return inbox_pass(store, process).failures
+
+
+def inbox_pass(store: Store, process: Process, limit: int = BATCH) -> InboxPass:
+    """Act on the oldest `limit` events not yet processed.
+
+    The events that only wake releases (every kind but `scope` and `signal`) are acted on
+    together, in one transaction: each release they concern is woken once, and they are
+    marked processed. Scope and signal events are acted on one by one, and so is the whole
+    batch when that transaction fails, so that a failure names its event.
+    """
+    with store.read() as tx:  # waking needs no payload: read them only for what reads them
+        pending = tx.inbox_pending(limit=limit, exclude_kind=WORK_ITEM, payloads=False)
+    one_by_one = [row for row in pending if row["kind"] in (SCOPE, SIGNAL)]
+    try:
+        _wake_together(store, process, [r for r in pending if r["kind"] not in (SCOPE, SIGNAL)])
+    except Exception:
+        log.debug("inbox events could not be acted on together; one by one", exc_info=True)
+        one_by_one = pending
+    if one_by_one:
+        with store.read() as tx:
+            payloads = tx.inbox_payloads([int(row["id"]) for row in one_by_one])
+        one_by_one = [{**row, "payload": payloads.get(int(row["id"]))} for row in one_by_one]
     failures = []
-    for row in pending:
+    for row in one_by_one:
         try:
             outcome = _act(store, process, row)
         except Exception as exc:
@@ -128,19 +211,54 @@ def process_inbox(store: Store, host: PluginHost, process: Process) -> list[str]
             continue  # a release it concerns is busy: the next pass takes it
         with store.begin() as tx:
             tx.inbox_done(int(row["id"]), row.get("release_id"), outcome)
-    return failures
+    return InboxPass(failures, len(pending) == limit)
+
+
+def _wake_together(store: Store, process: Process, rows: list[dict[str, Any]]) -> None:
+    """Wake the releases these events concern (each once) and mark the events processed,
+    in one transaction; an event concerning a busy release stays for the next pass."""
+    if not rows:
+        return
+    with store.begin() as tx:
+        known = tx.known_release_ids({row["release_id"] for row in rows if row["release_id"]})
+        unnamed = any(row["release_id"] not in known for row in rows)
+        in_progress = tx.release_ids_in(IN_PROGRESS) if unnamed else []
+        targets = {
+            int(row["id"]): [row["release_id"]] if row["release_id"] in known else in_progress
+            for row in rows
+        }
+        busy = set()
+        for release_id in dict.fromkeys(rid for ids in targets.values() for rid in ids):
+            if not tx.lease_release(release_id, process.owner, process.lease_ttl):
+                busy.add(release_id)
+                continue
+            try:
+                tx.wake(release_id, process.clock())
+            finally:
+                tx.drop_release_lease(release_id, process.owner)
+        tx.inbox_done_many(
+            [
+                (int(row["id"]), row["release_id"], _outcome(row["kind"], targets[int(row["id"])]))
+                for row in rows
+                if busy.isdisjoint(targets[int(row["id"])])
+            ]
+        )
+
+
+def _outcome(kind: str, targets: list[str]) -> str:
+    verb = {SCOPE: "scope read again", SIGNAL: "recorded with"}.get(kind, "woke")
+    return f"{verb}: {', '.join(targets)}" if targets else "no release concerned"
 
 
 def _act(store: Store, process: Process, row: dict[str, Any]) -> str | None:
     """Apply one event to the releases it concerns; None when one of them is busy."""
     payload = row["payload"] or {}
     signal = Signal.model_validate(payload) if row["kind"] == SIGNAL else None
-    with store.begin() as tx:
+    with store.read() as tx:  # each target is then leased and written on its own
         if row["kind"] == SCOPE:
             targets = scope_targets(tx.releases_in(lifecycle.CANCELLABLE), payload)
         elif signal is not None:
-            watched = tx.releases_in(signals.WATCHED)
-            targets = [r.id for r in watched if signals.concerns(r, signal)]
+            targets = signals.concerned(tx.impacts_in(signals.WATCHED), signal)
         elif row.get("release_id") and tx.release(row["release_id"]) is not None:
             targets = [row["release_id"]]
         else:
@@ -160,8 +278,7 @@ def _act(store: Store, process: Process, row: dict[str, Any]) -> str | None:
                     tx.wake(release_id, process.clock())
             finally:
                 tx.drop_release_lease(release_id, process.owner)
-    verb = {SCOPE: "scope read again", SIGNAL: "recorded with"}.get(row["kind"], "woke")
-    return f"{verb}: {', '.join(targets)}" if targets else "no release concerned"
+    return _outcome(row["kind"], targets)
 
 
 def scope_targets(releases: Iterable[Release], payload: dict[str, Any]) -> list[str]:

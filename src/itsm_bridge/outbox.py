@@ -59,7 +59,7 @@ class Outbox:
 
     def deliver(self, release_id: str, *, force: bool = False) -> None:
         """Deliver the release's pending events, unless a held delivery is not due yet."""
-        with self.store.begin() as tx:
+        with self.store.read() as tx:
             core = tx.core_data(release_id)
             pending = tx.events_after(release_id, int(core.get("delivered_event_id", 0)))
             release = tx.release(release_id)

@@ -106,8 +106,6 @@ class Process:
             self._deliver(release_id)
             waited: set[int] = set()
             for _ in range(MAX_STEPS_PER_ADVANCE):
-                with self.store.begin() as tx:  # still ours? (else no side effect is started)
-                    self._fence(tx, release_id)
                 ran = self._run_next_step(release_id, waited)
                 if ran is None:
                     break
@@ -116,7 +114,9 @@ class Process:
                     waited.add(number)
                 else:
                     waited.clear()  # progress may have unblocked a step that waited
-                self._deliver(release_id)
+                if outcome.fail is None:
+                    self._deliver(release_id)
+                # else the rollback (step 14) starts first; plugins are told right after it
             self._schedule_delivery(release_id)
         except LeaseLost:
             log.warning("release %s: lease lost to another owner; outcome discarded", release_id)
@@ -147,8 +147,11 @@ class Process:
                 tx.set_next_run(release_id, due)
 
     def _run_next_step(self, release_id: str, waited: set[int]) -> tuple[int, Outcome] | None:
-        """Run one ready step not yet seen waiting in this pass; None when nothing is due."""
+        """Run one ready step not yet seen waiting in this pass; None when nothing is due.
+        Raises `LeaseLost` before the step when this owner no longer holds the release (so
+        no side effect is started)."""
         with self.store.begin() as tx:
+            self._fence(tx, release_id)
             release = tx.release(release_id)
             if release is None:
                 return None

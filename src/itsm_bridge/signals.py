@@ -13,9 +13,10 @@ and 18 read the recorded signals besides what `detect_failure` returns.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from itsm_bridge.models import Release, ReleaseState, Signal
+from itsm_bridge.models import ReleaseState, Signal
 
 WATCHED = frozenset(
     {
@@ -28,17 +29,22 @@ WATCHED = frozenset(
 CORE_KEY = "signals"
 
 
-def names_of(release: Release) -> set[str]:
-    """What a signal may name to concern the release: its service, its CIs and services."""
-    names = {release.service}
-    if release.impact is not None:
-        for ci in [*release.impact.cis, *release.impact.services]:
-            names.update({ci.id, ci.name})
+def names_in(service: str, impact: Any) -> set[str]:
+    """What a signal may name to concern a release: its service, the ids and names of its
+    CIs and services (its impact as stored: a dict, or None)."""
+    names = {service}
+    if isinstance(impact, dict):
+        for ci in [*(impact.get("cis") or []), *(impact.get("services") or [])]:
+            if isinstance(ci, dict):
+                names.update({str(ci.get("id") or ""), str(ci.get("name") or "")})
     return {name for name in names if name}
 
 
-def concerns(release: Release, signal: Signal) -> bool:
-    return bool(signal.service) and signal.service in names_of(release)
+def concerned(watched: Iterable[tuple[str, str, Any]], signal: Signal) -> list[str]:
+    """The ids of the releases a signal concerns, among `(id, service, impact as stored)`."""
+    if not signal.service:
+        return []
+    return [rid for rid, service, impact in watched if signal.service in names_in(service, impact)]
 
 
 def firing(signal: Signal) -> bool:

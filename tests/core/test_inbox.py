@@ -62,7 +62,7 @@ def test_a_store_that_fails_answers_503_so_the_sender_retries(
     def broken(*args: Any, **kwargs: Any) -> bool:
         raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
 
-    monkeypatch.setattr("itsm_bridge.store.queues.QueueRows.inbox_add", broken)
+    monkeypatch.setattr("itsm_bridge.store.queues.QueueRows.inbox_add_many", broken)
     status, reason = receive(h.store, lambda *a: [EVENT], {}, b"{}")
     assert status == 503
     assert "retry" in reason

@@ -101,20 +101,30 @@ def test_clock_skew_admits_an_alert_stamped_just_before_the_deployment(tmp_path:
     assert h.run(rid, cycles=6).failure_reason == "alertmanager: alert skewed"
 
 
-def test_which_releases_a_signal_concerns() -> None:
+def test_which_releases_a_signal_concerns(tmp_path: Path) -> None:
+    """By the service, or by the id or name of an affected CI or impacted service, as the
+    store holds them; a release that is not watched is never concerned."""
+    h = Harness(tmp_path)
+    rid, release = verifying(h)
     impact = Impact(
         cis=[ConfigurationItem(id="ci1", name="payments-db")],
         services=[ConfigurationItem(id="svc1", name="Payments")],
     )
-    release = Release(id="r", service="payments", version="1", impact=impact)
+    with h.store.begin() as tx:
+        tx.update_release(release.model_copy(update={"impact": impact}))
+    planned = h.create(version="9.9.9")  # not watched: never concerned
     at = datetime.fromisoformat("2026-11-28T10:00:00+00:00")
+    with h.store.read() as tx:
+        watched = tx.impacts_in(signals.WATCHED)
+    assert planned not in [row[0] for row in watched]
     for name, concerned in [
         ("payments", True),
         ("payments-db", True),
         ("ci1", True),
         ("Payments", True),
+        ("svc1", True),
         ("ledger", False),
         ("", False),
     ]:
         signal = alert("k", at).model_copy(update={"service": name})
-        assert signals.concerns(release, signal) is concerned, name
+        assert signals.concerned(watched, signal) == ([rid] if concerned else []), name

@@ -389,6 +389,7 @@ def test_a_database_that_is_away_answers_503(
         raise sa.exc.OperationalError("BEGIN", {}, Exception("connection refused"))
 
     monkeypatch.setattr(h.store, "begin", away)
+    monkeypatch.setattr(h.store, "read", away)
     response = h.api("GET", "/releases")
     assert response.status_code == 503
     assert response.json()["detail"] == "the database is not available; retry later"

@@ -104,6 +104,7 @@ def test_a_store_that_does_not_answer_leaves_only_its_own_series_out(
         raise sa.exc.OperationalError("BEGIN", {}, Exception("password=hunter2 refused"))
 
     monkeypatch.setattr(h.store, "begin", away)
+    monkeypatch.setattr(h.store, "read", away)
     response = h.client.get("/metrics")
     assert response.status_code == 200
     assert "itsm_bridge_webhooks_total" in response.text

@@ -3,6 +3,7 @@ gracefully, signals (the subprocess tests are in tests/integration/test_daemon.p
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import socket
@@ -65,6 +66,33 @@ def test_run_takes_text_or_json_logs_only(
 ) -> None:
     assert main(["-c", str(config(tmp_path, token="t")), "run", "--log-format", "xml"]) == 2
     assert "invalid choice: 'xml'" in capsys.readouterr().err
+
+
+def test_run_freezes_what_start_up_built_in_its_own_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bool] = []
+
+    class Recorder:
+        def __init__(self, settings: object) -> None:
+            self.freeze_gc = False
+
+        def serve(self) -> int:
+            seen.append(self.freeze_gc)
+            return 0
+
+    monkeypatch.setattr(run_module, "Daemon", Recorder)
+    monkeypatch.setattr("itsm_bridge.daemon.logs.configure_logging", lambda *a: None)
+    assert main(["-c", str(config(tmp_path, token="t")), "run"]) == 0
+    assert seen == [True]
+
+
+def test_freezing_moves_the_objects_alive_out_of_the_collectors_way() -> None:
+    try:
+        run_module.freeze_startup_objects()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 def test_listen_addresses() -> None:

@@ -86,7 +86,7 @@ def test_a_bridge_that_cannot_store_answers_503_with_retry_after(
     def broken(*args: Any, **kwargs: Any) -> bool:
         raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
 
-    monkeypatch.setattr("itsm_bridge.store.queues.QueueRows.inbox_add", broken)
+    monkeypatch.setattr("itsm_bridge.store.queues.QueueRows.inbox_add_many", broken)
     response = deliver(h)
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"

@@ -3,6 +3,8 @@ the next due time, waking, errors, database outages and draining."""
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import threading
 import time
@@ -18,6 +20,7 @@ from itsm_bridge import commands as commands_module
 from itsm_bridge.daemon import worker as worker_module
 from itsm_bridge.daemon.worker import MAX_SLEEP, MIN_SLEEP, ThreadOwnedProcess
 from itsm_bridge.errors import OperationFailed
+from itsm_bridge.inbox import InboxPass
 from itsm_bridge.store import schema as t
 
 
@@ -119,6 +122,42 @@ def test_wake_runs_a_pass_at_once(harness: WorkerHarness, gated: GatedScope) -> 
     wait_for(lambda: harness.step(rid, 3).status == "done")
 
 
+def test_a_burst_of_wakes_runs_one_pass_per_interval(harness: WorkerHarness) -> None:
+    """Woken during every pass (a webhook stored, each): the next pass starts PASS_INTERVAL
+    after the last one started, not at once, and acts on everything stored meanwhile."""
+    starts: list[float] = []
+
+    def run_guarded() -> float:
+        starts.append(time.monotonic())
+        harness.worker.wake()  # deliveries arrive while the pass runs
+        if len(starts) == 4:
+            harness.worker.stop()
+        return MAX_SLEEP
+
+    harness.worker.run_guarded = run_guarded  # type: ignore[method-assign]
+    thread = threading.Thread(target=harness.worker.run, daemon=True)
+    thread.start()
+    thread.join(5)
+    assert len(starts) == 4
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert min(gaps) >= worker_module.PASS_INTERVAL * 0.9
+
+
+def test_an_inbox_with_more_than_a_batch_runs_the_next_pass_at_once(
+    harness: WorkerHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        worker_module, "inbox_pass", functools.partial(worker_module.inbox_pass, limit=2)
+    )
+    with harness.store.begin() as tx:
+        for n in range(3):
+            tx.inbox_add("ci", f"ci:{n}", "job", {"build": n})
+    assert harness.worker.run_pass() == 0.0  # a whole batch: more may be waiting
+    assert harness.worker.run_pass() == MAX_SLEEP  # the rest, then nothing is due
+    with harness.store.read() as tx:
+        assert tx.inbox_pending() == []
+
+
 def test_a_finished_advance_wakes_the_loop(harness: WorkerHarness, gated: GatedScope) -> None:
     """The third release is claimed as soon as a thread is free, not after MAX_SLEEP."""
     rids = [harness.create(f"1.0.{n}") for n in range(3)]
@@ -134,13 +173,13 @@ def test_an_error_in_a_pass_is_logged_counted_and_the_loop_goes_on(
 ) -> None:
     calls = []
 
-    def broken(*args: Any) -> list[str]:
+    def broken(*args: Any) -> InboxPass:
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("a plugin bug")
-        return []
+        return InboxPass([], more=False)
 
-    monkeypatch.setattr(worker_module, "process_inbox", broken)
+    monkeypatch.setattr(worker_module, "inbox_pass", broken)
     assert harness.worker.run_guarded() == worker_module.ERROR_BACKOFF
     assert harness.worker.errors == 1
     assert "worker pass failed" in caplog.text and "a plugin bug" in caplog.text
@@ -181,7 +220,9 @@ def test_an_inbox_event_that_keeps_failing_is_logged_once(
     harness: WorkerHarness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(
-        worker_module, "process_inbox", lambda *a: ["inbox event ci:1: KeyError: 'build'"]
+        worker_module,
+        "inbox_pass",
+        lambda *a: InboxPass(["inbox event ci:1: KeyError: 'build'"], more=False),
     )
     for _ in range(3):
         harness.worker.run_pass()
@@ -406,3 +447,18 @@ def test_replicas_claiming_at_once_take_different_releases_without_waiting(
         assert waited < 1.0  # B skipped A's rows instead of waiting for A to commit
     finally:
         h.store.close()
+
+
+def test_a_woken_release_is_claimed_before_releases_whose_poll_is_due(
+    harness: WorkerHarness,
+) -> None:
+    polling = [harness.create(f"1.0.{n}") for n in range(3)]
+    woken = harness.create("2.0.0")
+    for rid in polling:  # their timed polls came due a while ago
+        harness.set_next_run(rid, timedelta(minutes=-30))
+    with harness.store.begin() as tx:  # an alert concerns this one, just now
+        tx.wake(woken, harness.clock())
+    process = harness.worker.process
+    with harness.store.begin() as tx:
+        claimed = tx.claim_due(harness.clock(), process.owner, process.lease_ttl, 1)
+    assert claimed == [woken]

@@ -222,12 +222,12 @@ def router(ctx: DaemonContext) -> APIRouter:
     )
 
     def existing(release_id: str) -> None:
-        with answers(), ctx.store.begin() as tx:
+        with answers(), ctx.store.read() as tx:
             if tx.release(release_id) is None:
                 raise HTTPException(404, f"no release {release_id!r}")
 
     def shown(release_id: str) -> dict[str, Any]:
-        with answers(), ctx.store.begin() as tx:
+        with answers(), ctx.store.read() as tx:
             try:
                 return views.release_json(tx, release_id)
             except KeyError:
@@ -260,7 +260,7 @@ def router(ctx: DaemonContext) -> APIRouter:
     def list_releases(query: Annotated[ListQuery, Query()]) -> list[dict[str, Any]]:
         """Every release (or those in `state`), newest first."""
         state = query.state.value if query.state else None
-        with answers(), ctx.store.begin() as tx:
+        with answers(), ctx.store.read() as tx:
             return tx.release_summaries(state=state)
 
     @api.get("/releases/{release_id}", response_model=ReleaseOut)
@@ -285,7 +285,7 @@ def router(ctx: DaemonContext) -> APIRouter:
     )
     def notes(release_id: ReleaseId, query: Annotated[NotesQuery, Query()]) -> PlainTextResponse:
         """The release notes (`release notes`), Markdown or HTML; 404 before step 10 ran."""
-        with answers(), ctx.store.begin() as tx:
+        with answers(), ctx.store.read() as tx:
             if tx.release(release_id) is None:
                 raise HTTPException(404, f"no release {release_id!r}")
             raw = tx.core_data(release_id).get("notes")
@@ -329,7 +329,7 @@ def router(ctx: DaemonContext) -> APIRouter:
     def task_done(release_id: ReleaseId, body: TaskDoneBody) -> dict[str, Any]:
         """Finish a manual task (`release task-done`); `warning` when its record waits."""
         existing(release_id)
-        with answers(), ctx.store.begin() as tx:
+        with answers(), ctx.store.read() as tx:
             if body.task not in {task.key for task in tx.tasks(release_id)}:
                 raise HTTPException(404, f"release {release_id} has no task {body.task!r}")
         data = act(
@@ -355,7 +355,7 @@ def router(ctx: DaemonContext) -> APIRouter:
 
 def _open_release(ctx: DaemonContext, service: str, version: str) -> bool:
     try:
-        with ctx.store.begin() as tx:
+        with ctx.store.read() as tx:
             return tx.open_release(service, version) is not None
     except sa.exc.SQLAlchemyError:
         return False

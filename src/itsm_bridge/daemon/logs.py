@@ -12,6 +12,7 @@ is silenced by `configure_logging`.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
 import re
@@ -92,9 +93,17 @@ def configure_logging(
         logging.getLogger(name).propagate = True
 
 
+# A request id the client did not give: 32 hex digits like a UUID's, this process' random
+# half and a counter (unique without asking the kernel for randomness on every request).
+_PROCESS_PREFIX = uuid.uuid4().hex[:16]
+_request_numbers = itertools.count(1)
+
+
 def _take_id(scope: Scope) -> str:
     given = Headers(scope=scope).get(HEADER, "")
-    return given if VALID_ID.match(given) else uuid.uuid4().hex
+    if VALID_ID.match(given):
+        return given
+    return f"{_PROCESS_PREFIX}{next(_request_numbers):016x}"
 
 
 class RequestLog:

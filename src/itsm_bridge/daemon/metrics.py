@@ -127,7 +127,7 @@ class StoreCollector:
     def collect(self) -> Iterator[Metric]:
         """Query the store once per scrape."""
         try:
-            with self.store.begin() as tx:
+            with self.store.read() as tx:
                 c = t.releases.c
                 rows = tx.conn.execute(sa.select(c.state, sa.func.count()).group_by(c.state))
                 counts: dict[str, int] = {str(state): int(n) for state, n in rows}

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from itsm_bridge.cycle import health, new_troubles
-from itsm_bridge.inbox import process_inbox
+from itsm_bridge.inbox import inbox_pass
 from itsm_bridge.intake import BATCH as INTAKE_BATCH
 from itsm_bridge.intake import IntakeResult, take_into_backlog
 from itsm_bridge.process import Process
@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 
 MAX_SLEEP = 60.0  # seconds: the longest sleep (a CLI on SQLite wakes nobody)
 MIN_SLEEP = 0.05  # a pass that claimed nothing never loops faster than this
+# Passes start at most this often: a burst of wakes (a webhook stored, each) is one pass per
+# interval, acting on every event stored meanwhile, not one pass per event (which would
+# spend the CPU and the database's write lock the HTTP server needs to store them).
+PASS_INTERVAL = 0.02
 DB_BACKOFF_FIRST, DB_BACKOFF_MAX = 0.5, 10.0
 ERROR_BACKOFF = 1.0  # after an unexpected error in a pass
 
@@ -111,8 +115,10 @@ class Worker:
         """The loop thread's body: passes until `stop()`."""
         while not self._stopping.is_set():
             self._wake.clear()
+            started = time.monotonic()
             delay = self.run_guarded()
-            self._wake.wait(delay)
+            if self._wake.wait(delay):
+                self._stopping.wait(PASS_INTERVAL - (time.monotonic() - started))
 
     def run_guarded(self) -> float:
         """One pass; never raises. Returns how long to sleep before the next."""
@@ -136,36 +142,42 @@ class Worker:
         return delay
 
     def run_pass(self) -> float:
-        """Inbox and intake (leader only), claims, and the time to sleep after."""
+        """Inbox and intake (leader only), claims, and the time to sleep after (none when
+        the inbox had more events than one pass takes)."""
+        more = False
         if self.leader.held and not self._stopping.is_set():
-            self._process_inbox()
+            more = self._process_inbox()
             self._take_work_items()
         claimed = self._claim()
+        if more:
+            return 0.0
         with self._lock:
             free = self.slots - len(self.inflight)
             busy = list(self.inflight)
         if free <= 0:
             return MAX_SLEEP  # a pool thread that finishes wakes the loop
-        with self.store.begin() as tx:
+        with self.store.read() as tx:
             due_in = tx.next_due_in(self.process.clock(), exclude=busy)
         if due_in is None:
             return MAX_SLEEP
         floor = 0.0 if claimed else MIN_SLEEP
         return min(max(due_in, floor), MAX_SLEEP)
 
-    def _process_inbox(self) -> None:
-        failures = process_inbox(self.store, self.ctx.host, self.inbox_process)
+    def _process_inbox(self) -> bool:
+        """One batch of the inbox; True when more events may be waiting."""
+        failures, more = inbox_pass(self.store, self.inbox_process)
         for line in failures:
             if line not in self._reported:  # a failing event is retried every pass: log once
                 self._reported.add(line)
                 log.warning("%s", line)
+        return more
 
     def _take_work_items(self) -> None:
         """Stored demands and problems into the backlog (the pollers collected them)."""
         host = self.ctx.host
         if not host.implementers("add_to_backlog"):
             return
-        with self.store.begin() as tx:
+        with self.store.read() as tx:
             pending = tx.inbox_pending(limit=INTAKE_BATCH, kind="work_item")
         result = IntakeResult()
         for row in pending:

@@ -8,6 +8,8 @@ directory of the process.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -20,6 +22,10 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from itsm_bridge.errors import ConfigError, OperationFailed
 from itsm_bridge.store import schema as t
 from itsm_bridge.store.repository import Tx
+
+# How long a SQLite writer waits for the write lock before "database is locked".
+BUSY_SECONDS = 30
+READ_ONLY = "itsm_bridge_read_only"  # execution option of `Store.read` connections
 
 
 def _engine(url: str) -> Engine:
@@ -38,7 +44,7 @@ def _engine(url: str) -> Engine:
             except OSError as exc:
                 reason = f"cannot create the directory {directory.absolute()}: {exc.strerror}"
                 raise OperationFailed(cannot_open(url, reason)) from exc
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = sa.create_engine(url, connect_args={"timeout": BUSY_SECONDS})
 
         # The recipe from SQLAlchemy's SQLite notes: stop pysqlite from deferring BEGIN, and
         # take the write lock up front so two processes never deadlock on lock upgrades.
@@ -49,12 +55,13 @@ def _engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
             cursor.close()
 
         @sa.event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     if parsed.get_backend_name() != "postgresql":
@@ -123,6 +130,12 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _engine(url)
+        # SQLite has one writer, and every transaction here takes its lock (BEGIN
+        # IMMEDIATE). The threads of this process queue for it on a lock of their own, which
+        # hands it over as soon as it is free; SQLite's busy handler, which the other
+        # processes (the CLI) still meet, polls with sleeps growing to 100 ms, so that a
+        # webhook waiting behind the worker's transaction would wait for the next poll.
+        self._writer = threading.RLock() if self.dialect == "sqlite" else None
 
     @property
     def dialect(self) -> str:
@@ -153,8 +166,30 @@ class Store:
 
     @contextmanager
     def begin(self) -> Iterator[Tx]:
-        with self.engine.begin() as connection:
-            yield Tx(connection)
+        """A transaction: everything done through the `Tx` commits together, or nothing."""
+        if self._writer is None:
+            with self.engine.begin() as connection:
+                yield Tx(connection)
+            return
+        if not self._writer.acquire(timeout=BUSY_SECONDS):
+            raise sa.exc.OperationalError(
+                "BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked")
+            )
+        try:
+            with self.engine.begin() as connection:
+                yield Tx(connection)
+        finally:
+            self._writer.release()
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A read-only transaction: one consistent snapshot, for reading only. On SQLite it
+        takes no write lock (a deferred BEGIN: in WAL mode readers neither wait for the
+        writer nor hold it up), so reading never delays a commit."""
+        with self.engine.connect() as connection:
+            connection.execution_options(**{READ_ONLY: True})
+            with connection.begin():
+                yield Tx(connection)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,23 +68,48 @@ class QueueRows:
         release_id: str | None = None,
     ) -> bool:
         """Store an inbound event once; False when its dedupe key was seen before."""
-        return self._insert_new(
-            t.inbox,
-            ["dedupe_key"],
-            source=source,
-            dedupe_key=dedupe_key,
-            kind=kind,
-            payload=payload,
-            release_id=release_id,
-            received_at=utcnow(),
-        )
+        event = {"source": source, "dedupe_key": dedupe_key, "kind": kind, "payload": payload}
+        return bool(self.inbox_add_many([{**event, "release_id": release_id}]))
+
+    def inbox_add_many(self, events: list[dict[str, Any]]) -> set[str]:
+        """Store inbound events (dicts with `source`, `dedupe_key`, `kind`, `payload` and
+        optionally `release_id`), each key once; returns the dedupe keys stored now (a key
+        seen before, or twice among `events`, is stored once).
+
+        One statement for them all: an `INSERT ... ON CONFLICT DO NOTHING RETURNING` that
+        SQLAlchemy sends as multi-row VALUES ("insertmanyvalues"), so a batch of events costs
+        about one row's round trip, not one each.
+        """
+        if not events:
+            return set()
+        now = utcnow()
+        rows = [
+            {
+                "source": e["source"],
+                "dedupe_key": e["dedupe_key"],
+                "kind": e["kind"],
+                "payload": e["payload"],
+                "release_id": e.get("release_id"),
+                "received_at": now,
+            }
+            for e in events
+        ]
+        result = self.conn.execute(_inbox_insert(self.conn.dialect.name), rows)
+        return {str(key) for key in result.scalars()}
 
     def inbox_pending(
-        self, limit: int = 100, *, kind: str | None = None, exclude_kind: str | None = None
+        self,
+        limit: int = 100,
+        *,
+        kind: str | None = None,
+        exclude_kind: str | None = None,
+        payloads: bool = True,
     ) -> list[dict[str, Any]]:
-        """Events not yet processed, oldest first (of one kind, or of every other kind)."""
+        """Events not yet processed, oldest first (of one kind, or of every other kind);
+        without `payloads`, every column but the payload (see `inbox_payloads`)."""
         c = t.inbox.c
-        query = sa.select(t.inbox).where(c.processed_at.is_(None))
+        columns = list(t.inbox.c) if payloads else [col for col in c if col.name != "payload"]
+        query = sa.select(*columns).where(c.processed_at.is_(None))
         if kind is not None:
             query = query.where(c.kind == kind)
         if exclude_kind is not None:
@@ -90,12 +117,46 @@ class QueueRows:
         rows = self.conn.execute(query.order_by(c.id).limit(limit)).mappings()
         return [dict(r) for r in rows]
 
+    def inbox_payloads(self, ids: Collection[int]) -> dict[int, Any]:
+        """The payloads of the events `ids`, by id."""
+        if not ids:
+            return {}
+        c = t.inbox.c
+        rows = self.conn.execute(sa.select(c.id, c.payload).where(c.id.in_(list(ids))))
+        return {int(row.id): row.payload for row in rows}
+
     def inbox_done(self, inbox_id: int, release_id: str | None, outcome: str) -> None:
-        self.conn.execute(
-            t.inbox.update()
-            .where(t.inbox.c.id == inbox_id)
-            .values(processed_at=utcnow(), release_id=release_id, outcome=outcome[:2000])
-        )
+        self.inbox_done_many([(inbox_id, release_id, outcome)])
+
+    def inbox_done_many(self, done: list[tuple[int, str | None, str]]) -> None:
+        """Mark events processed: `(inbox id, release id, outcome)` each; one statement per
+        distinct (release id, outcome), which is one for a batch that woke the same
+        releases."""
+        groups: dict[tuple[str | None, str], list[int]] = {}
+        for inbox_id, release_id, outcome in done:
+            groups.setdefault((release_id, outcome[:2000]), []).append(inbox_id)
+        now = utcnow()
+        for (release_id, outcome), ids in groups.items():
+            self.conn.execute(
+                t.inbox.update()
+                .where(t.inbox.c.id.in_(ids))
+                .values(processed_at=now, release_id=release_id, outcome=outcome)
+            )
+
+    def known_release_ids(self, ids: Collection[str]) -> set[str]:
+        """Which of `ids` are releases (for the inbox: an event may name an unknown one)."""
+        if not ids:
+            return set()
+        c = t.releases.c
+        rows = self.conn.execute(sa.select(c.id).where(c.id.in_(list(ids))))
+        return {str(rid) for rid in rows.scalars()}
+
+    def release_ids_in(self, states: Collection[str]) -> list[str]:
+        """The ids of the releases in any of `states`, oldest first (`releases_in` without
+        reading the releases)."""
+        c = t.releases.c
+        query = sa.select(c.id).where(c.state.in_([str(s) for s in states]))
+        return [str(rid) for rid in self.conn.execute(query.order_by(c.created_at)).scalars()]
 
     # -- poller cursors ------------------------------------------------------------------
     def cursor(self, name: str) -> str | None:
@@ -110,3 +171,15 @@ class QueueRows:
         )
         if updated.rowcount == 0:
             self.conn.execute(t.cursors.insert().values(name=name, value=value, updated_at=now))
+
+
+@functools.cache
+def _inbox_insert(dialect: str) -> sa.Insert:
+    """The inbox's insert-once statement for a dialect, built once (building one per call
+    costs more than executing it)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(t.inbox)
+    return insert.on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(
+        t.inbox.c.dedupe_key
+    )

@@ -35,6 +35,8 @@ from itsm_bridge.store.claims import ClaimRows
 
 log = logging.getLogger(__name__)
 
+WOKEN_AHEAD = timedelta(hours=1)  # see `Tx.wake`
+
 # Keys of `releases.data` that are fields of the Release model (the rest is core-only state).
 MODEL_DATA_KEYS = (
     "approval",
@@ -202,6 +204,16 @@ class Tx(AuditRows, ClaimRows):
         rows = self.conn.execute(query.order_by(t.releases.c.created_at)).mappings()
         return [_release_from_row(row, []) for row in rows]
 
+    def impacts_in(self, states: Collection[ReleaseState]) -> list[tuple[str, str, Any]]:
+        """`(id, service, impact as stored)` of the releases in any of `states`: what
+        correlating a signal reads, without building each release."""
+        c = t.releases.c
+        query = sa.select(c.id, c.service, c.data["impact"]).where(
+            c.state.in_([s.value for s in states])
+        )
+        rows = self.conn.execute(query)
+        return [(str(rid), str(service), impact) for rid, service, impact in rows]
+
     def last_good_version(self, service: str, exclude: str) -> str:
         """The version of the newest release of `service` that deployed and did not fail.
 
@@ -232,12 +244,18 @@ class Tx(AuditRows, ClaimRows):
 
     # -- scheduling and leases -----------------------------------------------------------
     def wake(self, release_id: str, now: datetime) -> None:
-        """Make the release due now, and its waiting steps ask their plugins at once."""
+        """Make the release due now, ahead of the releases whose timed poll is due, and its
+        waiting steps ask their plugins at once.
+
+        Releases are claimed oldest due first, so the due time of a woken release (an event
+        concerns it, or a person acted) is set `WOKEN_AHEAD` back: an alert's release is not
+        queued behind a burst of watched releases polling their plugins.
+        """
         for step in self.steps(release_id):
             if step.status == "waiting" and step.state.get("retry_at"):
                 step.state["retry_at"] = None
                 self.save_step(release_id, step)
-        self.set_next_run(release_id, now)
+        self.set_next_run(release_id, now - WOKEN_AHEAD)
         self.notify_wake()  # the replicas that sleep look again (PostgreSQL)
 
     # -- steps ---------------------------------------------------------------------------
