@@ -5,6 +5,7 @@ Each handler calls hooks and returns an `Outcome`; it never writes to the store 
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -31,6 +32,7 @@ from itsm_bridge.windows import Window, find_slot
 
 DEPLOY_KEY, SMOKE_KEY, ROLLBACK_KEY = "deploy", "smoke-test", "rollback"
 HORIZON_WHEN_UNCONFIGURED = timedelta(days=3650)
+POLL_JITTER = 0.2  # a waiting step's poll comes up to this share of the interval early
 
 
 @dataclass
@@ -40,8 +42,12 @@ class StepEnv:
 
     @property
     def poll(self) -> timedelta:
-        """How long a waiting step waits before it asks its plugin again."""
-        return timedelta(seconds=self.settings.policy.poll_seconds)
+        """How long a waiting step waits before it asks its plugin again: `poll_seconds`,
+        less up to `POLL_JITTER` of it at random, so that releases that began waiting
+        together (a pipeline that created many) spread their polls instead of asking in
+        bursts that hold up the releases an event just woke. Never longer than configured."""
+        seconds = self.settings.policy.poll_seconds
+        return timedelta(seconds=seconds * (1 - random.uniform(0, POLL_JITTER)))
 
     def implemented(self, hook: str, *, defaults: bool = False) -> list[str]:
         """Names of the plugins implementing `hook` (without the defaults unless asked)."""

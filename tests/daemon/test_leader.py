@@ -18,9 +18,11 @@ def pg_url(postgres_server: str) -> Iterator[str]:
 
 
 def terminate(url: str, pid: int) -> None:
+    """End a session as kill -9 of its replica does, and wait until it is gone (the server
+    signals the backend and answers at once; its locks go when it has exited)."""
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+        assert conn.execute(sa.text("SELECT pg_terminate_backend(:p, 5000)"), {"p": pid}).scalar()
     engine.dispose()
 
 
