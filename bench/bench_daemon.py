@@ -25,17 +25,17 @@ Usage:
 
 Nothing here is a test: it prints figures, it does not assert.
 
-Figures of 2026-12-03 on the 2-core VM (its speed varies between runs: SQLite's raw
-single-row insert rate went from 4,700 to 7,600 rows/s between runs of the same code):
+Figures of 2026-12-03 on the 2-core VM, final code of that day (its speed varies between
+runs: SQLite's raw single-row insert rate went from 4,700 to 7,600 rows/s with the same code):
 
-    SQLite (WAL, synchronous=NORMAL): raw 4,700-7,600 rows/s (1 per transaction),
-        13,000-15,900 (batched); webhooks, 20 clients: 1,400-3,100 events/s, p50 5.7-13.7 ms,
-        p99 15.8-26.5 ms (6 runs); 32 clients: 1,400-2,700 events/s, p99 24.5-38 ms
-    PostgreSQL (synchronous_commit=on): raw 1,400-1,500 rows/s (1 per transaction), 4,700-6,000
-        (batched); webhooks, 20 clients: 1,700 events/s, p50 11.1 ms, p99 22.7 ms;
-        32 clients: 2,100 events/s, p99 27.9 ms
-    resident memory: 90 MB idle (SQLite), 99-100 MB (PostgreSQL); 103-110 MB with 1,000 open
-        releases
+    SQLite (WAL, synchronous=NORMAL): raw 6,700-7,100 rows/s (1 per transaction),
+        13,000-15,900 (batched); webhooks, 20 clients: 2,441 / 2,733 / 2,750 events/s with
+        p99 19.8 / 18.5 / 18.7 ms (p50 6.7-7.6 ms) in three runs; earlier code on slower runs
+        went down to 1,400 events/s, p99 26 ms; 32 clients: the same rate, p99 about 25 ms
+    PostgreSQL (synchronous_commit=on): raw 1,650 rows/s (1 per transaction), 4,900-6,100
+        (batched); webhooks, 20 clients: 1,776 events/s, p50 10.7 ms, p99 21.1 ms
+    resident memory: 89-90 MB idle (SQLite), 99 MB (PostgreSQL); 104 MB (SQLite) and 107 MB
+        (PostgreSQL) with 1,000 open releases
 
 The daemon is bound by one core (the GIL: it shows 1.0-1.1 cores busy of 2 under load).
 """
