@@ -37,7 +37,7 @@ def run_cycle(process: Process) -> CycleReport:
 
     intake = run_intake(process.store, process.host)
     failures = intake.errors + run_pollers(process.store, process.host)
-    failures += process_inbox(process.store, process.host, process)
+    failures += process_inbox(process.store, process)
     report = process.run_due()
     report.failures = failures + report.failures
     report.backlog_items = intake.created

@@ -142,17 +142,6 @@ def stored_answer(store: Store, events: list[dict[str, Any]], outcome: Outcome) 
     return Reception(202, f"{outcome} event(s) stored, {len(events) - outcome} already known")
 
 
-def store_event(tx: Tx, event: dict[str, Any]) -> bool:
-    """Store one event dict (webhook or poller) once; False when its key was seen before."""
-    return tx.inbox_add(
-        event["source"],
-        event["dedupe_key"],
-        event["kind"],
-        event["payload"],
-        release_id=event.get("release_id"),
-    )
-
-
 def _malformed(event: Any) -> str:
     if not isinstance(event, dict):
         return f"not a dict: {type(event).__name__}"
@@ -173,7 +162,7 @@ class InboxPass(NamedTuple):
     more: bool  # it took a whole batch: more events may be waiting
 
 
-def process_inbox(store: Store, host: PluginHost, process: Process) -> list[str]:
+def process_inbox(store: Store, process: Process) -> list[str]:
     """Act on the stored events not yet processed (the oldest `BATCH`); returns one line per
     event left pending because acting on it failed."""
     return inbox_pass(store, process).failures

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from itsm_bridge.errors import ConfigError
-from itsm_bridge.inbox import store_event
 from itsm_bridge.plugins import PluginHost
 from itsm_bridge.store import Store
 
@@ -50,11 +49,11 @@ def run_poller(store: Store, poller: Poller) -> tuple[int, int]:
     Returns (events returned, events new). Raises what the poll raised (the cursor stays).
     """
     name = CURSOR_PREFIX + poller.name
-    with store.begin() as tx:
+    with store.read() as tx:
         cursor = tx.cursor(name)
     events, next_cursor = poller.poll(cursor)
-    with store.begin() as tx:
-        stored = sum(store_event(tx, event) for event in events)
+    with store.begin() as tx:  # one statement for the events, whatever their number
+        stored = len(tx.inbox_add_many(events))
         tx.set_cursor(name, next_cursor)
     return len(events), stored
 

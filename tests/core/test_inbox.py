@@ -92,7 +92,7 @@ def test_an_event_naming_a_release_wakes_its_waiting_step(tmp_path: Path) -> Non
         build = next(s for s in tx.steps(rid) if s.number == 4)
     assert build.status == "waiting" and build.state["retry_at"]
     receive(h.store, lambda *a: [{**EVENT, "release_id": rid}], {}, b"{}")
-    assert process_inbox(h.store, h.process.host, h.process) == []
+    assert process_inbox(h.store, h.process) == []
     with h.store.begin() as tx:
         build = next(s for s in tx.steps(rid) if s.number == 4)
         assert build.state["retry_at"] is None
@@ -108,7 +108,7 @@ def test_an_event_without_a_release_wakes_every_release_in_progress(tmp_path: Pa
         tx.set_next_run(first, None)
         tx.set_next_run(second, None)
     receive(h.store, lambda *a: [EVENT], {}, b"{}")
-    process_inbox(h.store, h.process.host, h.process)
+    process_inbox(h.store, h.process)
     with h.store.begin() as tx:
         assert tx.due_release_ids(h.clock.now) == [first]
 
@@ -119,11 +119,11 @@ def test_a_busy_release_leaves_the_event_for_the_next_pass(tmp_path: Path) -> No
     with h.store.begin() as tx:
         assert tx.lease_release(rid, "another-replica", h.process.lease_ttl)
     receive(h.store, lambda *a: [{**EVENT, "release_id": rid}], {}, b"{}")
-    process_inbox(h.store, h.process.host, h.process)
+    process_inbox(h.store, h.process)
     assert len(pending(h)) == 1
     with h.store.begin() as tx:
         tx.drop_release_lease(rid, "another-replica")
-    process_inbox(h.store, h.process.host, h.process)
+    process_inbox(h.store, h.process)
     assert pending(h) == []
 
 
@@ -172,7 +172,7 @@ def test_a_backlog_change_reads_scope_and_notes_again_and_says_what_changed(
     backlog.keys["1.0.0"] = ["PAY-1", "PAY-3"]  # PAY-3 joined 1.0.0, PAY-2 left it
     events = [scope_event("PAY-3", ["1.0.0"]), scope_event("PAY-2", [])]
     assert receive(h.store, lambda *a: events, {}, b"{}").status == 202
-    assert process_inbox(h.store, h.process.host, h.process) == []
+    assert process_inbox(h.store, h.process) == []
     assert {s: h.steps(rid)[s][0] for s in ("backlog", "notes")} == {
         "backlog": "pending",
         "notes": "pending",
@@ -245,7 +245,7 @@ def test_a_signal_is_recorded_with_the_watched_releases_it_concerns(tmp_path: Pa
         alert_event("fp1", h.clock.now, status="resolved"),
     ]
     receive(h.store, lambda *a: events, {}, b"{}")
-    assert process_inbox(h.store, h.process.host, h.process) == []
+    assert process_inbox(h.store, h.process) == []
     with h.store.begin() as tx:
         recorded = tx.core_data(watched).get("signals")
         assert tx.core_data(planned).get("signals") is None

@@ -12,7 +12,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.app_harness import AppHarness
 from itsm_bridge.daemon.metrics import Metrics
-from itsm_bridge.inbox import store_event
 from itsm_bridge.models import ReleaseState
 from itsm_bridge.process import Process
 
@@ -84,7 +83,7 @@ def test_releases_by_state_and_inbox_depth_are_read_at_scrape_time(tmp_path: Pat
     h.commands.cancel(first, "superseded")
     with h.store.begin() as tx:
         for key in ("a", "b", "c"):
-            store_event(tx, {"source": "ci", "kind": "job", "dedupe_key": key, "payload": {}})
+            tx.inbox_add("ci", key, "job", {})
         done = tx.inbox_pending()[0]
         tx.inbox_done(int(done["id"]), None, "woke")
     found = samples(h.metrics)

@@ -40,7 +40,7 @@ def notify(h: Harness, *changes: dict[str, Any], name: str = "webhook-firing.jso
         alerts.append(alert)
     body["alerts"] = alerts
     assert receive(h.store, Handler(settings()), headers, json.dumps(body).encode()).status == 202
-    assert process_inbox(h.store, h.process.host, h.process) == []
+    assert process_inbox(h.store, h.process) == []
 
 
 def stamp(at: datetime) -> str:

@@ -280,7 +280,7 @@ def test_a_notification_finishes_a_job_before_the_next_poll(bridge: Bridge) -> N
     }
     body = json.dumps(finalized).encode()
     assert receive(bridge.store, handler, {}, body, {"token": SECRET}).status == 202
-    assert process_inbox(bridge.store, bridge.process.host, bridge.process) == []
+    assert process_inbox(bridge.store, bridge.process) == []
     bridge.process.run_due()  # no time passed: the release was woken
     assert bridge.steps(rid)["build"][0] == "done"
     assert len(bridge.sandbox.requests_to("GET", "/queue/item/")) == polls + 1  # one look
