@@ -47,12 +47,7 @@ def run_cycle(process: Process) -> CycleReport:
 def health(store: Store, release_id: str) -> Health:
     """(state, attention, failed steps, failure) of a release, to tell what a cycle broke."""
     with store.read() as tx:
-        release = tx.release(release_id)
-        if release is None:
-            return "", "", "", ""
-        failed = ",".join(str(s.number) for s in tx.steps(release_id) if s.status == "failed")
-        attention = str(tx.core_data(release_id).get("attention") or "")
-    return release.state.value, attention, failed, release.failure_reason
+        return tx.health(release_id)
 
 
 def new_troubles(store: Store, release_id: str, before: Health) -> list[str]:

@@ -160,6 +160,7 @@ class InboxPass(NamedTuple):
 
     failures: list[str]  # one line per event left pending because acting on it failed
     more: bool  # it took a whole batch: more events may be waiting
+    took: int = 0  # the events it took
 
 
 def process_inbox(store: Store, process: Process) -> list[str]:
@@ -191,16 +192,11 @@ def inbox_pass(store: Store, process: Process, limit: int = BATCH) -> InboxPass:
     failures = []
     for row in one_by_one:
         try:
-            outcome = _act(store, process, row)
+            _act(store, process, row)  # a release it concerns is busy: the next pass takes it
         except Exception as exc:
             log.exception("inbox event %s failed", row["dedupe_key"])
             failures.append(f"inbox event {row['dedupe_key']}: {type(exc).__name__}: {exc}")
-            continue
-        if outcome is None:
-            continue  # a release it concerns is busy: the next pass takes it
-        with store.begin() as tx:
-            tx.inbox_done(int(row["id"]), row.get("release_id"), outcome)
-    return InboxPass(failures, len(pending) == limit)
+    return InboxPass(failures, len(pending) == limit, len(pending))
 
 
 def _wake_together(store: Store, process: Process, rows: list[dict[str, Any]]) -> None:
@@ -239,11 +235,14 @@ def _outcome(kind: str, targets: list[str]) -> str:
     return f"{verb}: {', '.join(targets)}" if targets else "no release concerned"
 
 
-def _act(store: Store, process: Process, row: dict[str, Any]) -> str | None:
-    """Apply one event to the releases it concerns; None when one of them is busy."""
+def _act(store: Store, process: Process, row: dict[str, Any]) -> bool:
+    """Apply one event to the releases it concerns and mark it processed, in one write
+    transaction. A release it concerns that another owner holds is left out, and the event
+    stays pending for the next pass (applying it again is harmless: a signal replaces its
+    own key, a wake is a wake); False then."""
     payload = row["payload"] or {}
     signal = Signal.model_validate(payload) if row["kind"] == SIGNAL else None
-    with store.read() as tx:  # each target is then leased and written on its own
+    with store.read() as tx:  # which releases: read off the write lock
         if row["kind"] == SCOPE:
             targets = scope_targets(tx.releases_in(lifecycle.CANCELLABLE), payload)
         elif signal is not None:
@@ -252,10 +251,12 @@ def _act(store: Store, process: Process, row: dict[str, Any]) -> str | None:
             targets = [row["release_id"]]
         else:
             targets = [r.id for r in tx.releases_in(IN_PROGRESS)]
-    for release_id in targets:
-        with store.begin() as tx:
+    busy = False
+    with store.begin() as tx:
+        for release_id in targets:
             if not tx.lease_release(release_id, process.owner, process.lease_ttl):
-                return None
+                busy = True
+                continue
             try:
                 if row["kind"] == SCOPE:
                     refresh_scope(tx, process, release_id, row)
@@ -267,7 +268,9 @@ def _act(store: Store, process: Process, row: dict[str, Any]) -> str | None:
                     tx.wake(release_id, process.clock())
             finally:
                 tx.drop_release_lease(release_id, process.owner)
-    return _outcome(row["kind"], targets)
+        if not busy:
+            tx.inbox_done(int(row["id"]), row.get("release_id"), _outcome(row["kind"], targets))
+    return not busy
 
 
 def scope_targets(releases: Iterable[Release], payload: dict[str, Any]) -> list[str]:

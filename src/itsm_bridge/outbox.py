@@ -62,7 +62,7 @@ class Outbox:
         with self.store.read() as tx:
             core = tx.core_data(release_id)
             pending = tx.events_after(release_id, int(core.get("delivered_event_id", 0)))
-            release = tx.release(release_id)
+            release = tx.release(release_id) if pending else None
         due = retry_at(core)
         if not pending or release is None or (due and due > self.clock() and not force):
             return

@@ -97,11 +97,20 @@ class Process:
             report.failures += new_troubles(self.store, release_id, before)
         return report
 
-    def advance(self, release_id: str) -> bool:
-        """Run the release's due steps until each waits; False when another owner holds it."""
-        with self.store.begin() as tx:
-            if not tx.lease_release(release_id, self.owner, self.lease_ttl):
-                return False
+    def advance(self, release_id: str, claimed_at: float | None = None) -> bool:
+        """Run the release's due steps until each waits; False when another owner holds it.
+
+        `claimed_at`: when (`time.monotonic()`) a claim (`Tx.claim_due`) leased the release
+        to this owner; the lease is not taken again while less than half its time has passed
+        since (each commit renews it anyway, and refuses when it was lost).
+        """
+        fresh = claimed_at is not None and (
+            time.monotonic() - claimed_at < self.lease_ttl.total_seconds() / 2
+        )
+        if not fresh:
+            with self.store.begin() as tx:
+                if not tx.lease_release(release_id, self.owner, self.lease_ttl):
+                    return False
         try:
             self._deliver(release_id)
             waited: set[int] = set()
@@ -114,9 +123,8 @@ class Process:
                     waited.add(number)
                 else:
                     waited.clear()  # progress may have unblocked a step that waited
-                if outcome.fail is None:
+                if not _rollback_first(number, outcome):
                     self._deliver(release_id)
-                # else the rollback (step 14) starts first; plugins are told right after it
             self._schedule_delivery(release_id)
         except LeaseLost:
             log.warning("release %s: lease lost to another owner; outcome discarded", release_id)
@@ -343,6 +351,8 @@ class Process:
             elif step.number in (14, 18) or (during_els and step.number in (15, 16, 17)):
                 step.status, step.detail, step.finished_at = "pending", "", None
                 step.state = {}
+            else:
+                continue  # unchanged: not written
             tx.save_step(release.id, step)
         tx.set_core_data(
             release.id,
@@ -371,6 +381,16 @@ class Process:
                     reported = [k for k in step.state.get("reported", []) if k != task_key]
                     step.state["reported"] = [*reported, task_key]
                     tx.save_step(release_id, step)
+
+
+def _rollback_first(number: int, outcome: Outcome) -> bool:
+    """Whether plugins are told of this step's events later, after the rollback job started:
+    the step failed the release, or step 14 just added the rollback task. Telling them
+    (`release_changed`, one call and one mark per event) comes right after step 14's next
+    pass, which starts the job; the rollback does not wait for the news."""
+    if outcome.fail is not None:
+        return True
+    return number == lifecycle.ROLLBACK_STEP and outcome.transition == ReleaseState.ROLLING_BACK
 
 
 def _minutes(delta: timedelta) -> str:

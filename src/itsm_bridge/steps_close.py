@@ -212,7 +212,7 @@ def step_early_life_support(env: StepEnv, ctx: StepContext) -> Outcome:
         return _notified(env, ctx, told, Outcome.done, transition=ReleaseState.CLOSED)
     return Outcome.waiting(
         f"early life support until {until_at:%Y-%m-%d %H:%M}Z",
-        retry_at=min(ctx.now + env.poll, until_at),
+        retry_at=env.next_look(ctx.now, until_at),
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from itsm_bridge.compliance import build_event, core_findings, findings_event, tests_text
@@ -48,6 +48,15 @@ class StepEnv:
         bursts that hold up the releases an event just woke. Never longer than configured."""
         seconds = self.settings.policy.poll_seconds
         return timedelta(seconds=seconds * (1 - random.uniform(0, POLL_JITTER)))
+
+    def next_look(self, now: datetime, until: datetime) -> datetime:
+        """When a watching step (13, 18) looks for failure signals again: at the next poll
+        while a plugin answers `detect_failure`, else when the watch ends. Alerts pushed or
+        polled by a monitoring plugin reach a release through the inbox, which wakes it at
+        once: asking nobody every `poll_seconds` would only load the worker."""
+        if self.implemented("detect_failure"):
+            return min(now + self.poll, until)
+        return until
 
     def implemented(self, hook: str, *, defaults: bool = False) -> list[str]:
         """Names of the plugins implementing `hook` (without the defaults unless asked)."""

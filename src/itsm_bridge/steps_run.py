@@ -230,7 +230,7 @@ def step_detect(env: StepEnv, ctx: StepContext) -> Outcome:
             transition=ReleaseState.SUCCEEDED,
         )
     return Outcome.waiting(
-        f"watching until {until_at:%Y-%m-%d %H:%M}Z", retry_at=min(ctx.now + env.poll, until_at)
+        f"watching until {until_at:%Y-%m-%d %H:%M}Z", retry_at=env.next_look(ctx.now, until_at)
     )
 
 

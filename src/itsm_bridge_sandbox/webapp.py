@@ -1,22 +1,30 @@
-"""A small WSGI toolkit: routing, requests, responses and a threaded loopback server.
+"""A small WSGI toolkit for the sandbox servers: routing, requests, responses and a threaded
+loopback server.
 
-The daemon's HTTP server and the sandbox servers are both built on it. It exists so that the
-project needs no web framework: every route is `(method, pattern) -> handler(request)` and
-every handler returns a `Response`.
+Every route is `(method, pattern) -> handler(request)` and every handler returns a
+`Response`. The server speaks HTTP/1.1 with persistent connections, as the vendors' own front
+ends do (Jetty, Atlassian's and ServiceNow's proxies): a client's keep-alive connection serves
+request after request, one thread per connection. The standard library's `wsgiref` server
+answers HTTP/1.0 and closes every connection, which would make each call of a client pay
+for a new connection and a new thread, as no real vendor does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
+import socket
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
 from typing import Any
-from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from urllib.parse import parse_qs, unquote
 
 Handler = Callable[["Request"], "Response"]
 StartResponse = Callable[..., Any]
@@ -194,23 +202,151 @@ def request_from_environ(environ: dict[str, Any]) -> Request:
     )
 
 
-class _QuietHandler(WSGIRequestHandler):
+IDLE_SECONDS = 30.0  # a connection idle this long is closed (Jetty's default idle timeout)
+
+
+class _ConnectionHandler(BaseHTTPRequestHandler):
+    """One client connection: its requests in turn, each handed to the WSGI app."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_SECONDS
+    wbufsize = -1  # buffered: an answer leaves in one write (flushed after its body)
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, add=False)
+
+    def handle_one_request(self) -> None:
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+        except OSError:  # idle too long, or closed by the client or by `stop`
+            self.close_connection = True
+            return
+        if not self.raw_requestline:
+            self.close_connection = True
+            return
+        if len(self.raw_requestline) > 65536:
+            self.close_connection = True
+            self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+            self.wfile.flush()
+            return
+        if not self.parse_request():  # it answered the error
+            self.wfile.flush()
+            return
+        answer: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], *_: Any) -> Any:
+            answer[:] = [status, headers]
+            return lambda data: None
+
+        payload = b"".join(self.server.app(self._environ(self._body()), start_response))
+        status, headers = answer
+        code, _, reason = str(status).partition(" ")
+        self.send_response_only(int(code), reason or None)
+        names = {name.lower() for name, _ in headers}
+        for name, value in headers:
+            self.send_header(name, value)  # "Connection: close" closes after this answer
+        if "content-length" not in names:
+            self.send_header("Content-Length", str(len(payload)))
+        if "date" not in names:
+            self.send_header("Date", self.date_time_string())
+        if self.close_connection and "connection" not in names:  # the client asked, or 1.0
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+        self.wfile.flush()
+
+    def handle_expect_100(self) -> bool:
+        """`Expect: 100-continue`: the interim answer leaves at once (writes are buffered)."""
+        answer = super().handle_expect_100()
+        self.wfile.flush()
+        return answer
+
+    def _body(self) -> bytes:
+        """The request body, by its Content-Length or its chunks."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline().strip():  # trailers, up to the blank line
+                pass
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _environ(self, body: bytes) -> dict[str, Any]:
+        """The WSGI environ, as `wsgiref` builds it (PATH_INFO unquoted as latin-1)."""
+        path, _, query = self.path.partition("?")
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": unquote(path, "iso-8859-1"),
+            "QUERY_STRING": query,
+            "SERVER_NAME": self.server.server_name,
+            "SERVER_PORT": str(self.server.server_port),
+            "SERVER_PROTOCOL": self.request_version,
+            "REMOTE_ADDR": self.client_address[0],
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        if self.headers.get("Content-Type"):
+            environ["CONTENT_TYPE"] = self.headers["Content-Type"]
+        for name, value in self.headers.items():
+            key = "HTTP_" + name.replace("-", "_").upper()
+            if key in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+                continue
+            environ[key] = f"{environ[key]},{value.strip()}" if key in environ else value.strip()
+        return environ
+
     def log_message(self, format: str, *args: Any) -> None:
         return
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+class _Server(ThreadingMixIn, HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], app: Callable[..., Iterable[bytes]]) -> None:
+        super().__init__(address, _ConnectionHandler)
+        self.app = app
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+
+    def track(self, connection: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._open.add(connection)
+            else:
+                self._open.discard(connection)
+
+    def close_connections(self) -> None:
+        """End every open connection: a stopped server answers nobody, kept alive or not."""
+        with self._lock:
+            connections = list(self._open)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # closed meanwhile
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class RunningServer:
     """A WSGI app served on a background thread; `url` is where it listens."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]], host: str = "127.0.0.1", port: int = 0):
-        self._server = make_server(
-            host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
-        )
+        self._server = _Server((host, port), app)
         self.host = host
         self.port = self._server.server_port
         self._thread = threading.Thread(
@@ -229,6 +365,7 @@ class RunningServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_connections()
         self._thread.join(timeout=5)
 
     def __enter__(self) -> RunningServer:

@@ -123,7 +123,7 @@ def test_events_that_wake_releases_are_acted_on_in_one_transaction(
 
     monkeypatch.setattr(Tx, "wake", wake)
     opened = transactions(monkeypatch, h)
-    assert inbox_pass(h.store, h.process) == InboxPass([], more=False)
+    assert inbox_pass(h.store, h.process) == InboxPass([], more=False, took=4)
     assert len(opened) == 1  # reading the batch takes no write transaction
     assert sorted(woken) == sorted([first, second])  # each once, not once per event
     done = {key: (row["outcome"], row["processed_at"] is not None) for key, row in rows(h).items()}
@@ -153,8 +153,9 @@ def test_events_for_a_busy_release_wait_while_the_others_are_done(h: Harness) ->
 
 def test_a_whole_batch_says_more_events_may_be_waiting(h: Harness) -> None:
     receive(h.store, lambda *a: [event("a"), event("b"), event("c")], {}, b"")
-    assert inbox_pass(h.store, h.process, limit=2) == InboxPass([], more=True)
-    assert inbox_pass(h.store, h.process, limit=2) == InboxPass([], more=False)
+    assert inbox_pass(h.store, h.process, limit=2) == InboxPass([], more=True, took=2)
+    assert inbox_pass(h.store, h.process, limit=2) == InboxPass([], more=False, took=1)
+    assert inbox_pass(h.store, h.process, limit=2) == InboxPass([], more=False, took=0)
     assert all(r["processed_at"] is not None for r in rows(h).values())
 
 
@@ -171,9 +172,59 @@ def test_when_acting_together_fails_each_event_is_tried_alone_and_named(
 
     monkeypatch.setattr(Tx, "wake", wake)
     receive(h.store, lambda *a: [event("g", release_id=good), event("x", release_id=bad)], {}, b"")
-    failures, _ = inbox_pass(h.store, h.process)
+    failures = inbox_pass(h.store, h.process).failures
     assert failures == ["inbox event x: RuntimeError: a bug in waking"]
     assert {k: r["processed_at"] is None for k, r in rows(h).items()} == {"g": False, "x": True}
+
+
+def signal_event(key: str, service: str = "payments") -> dict[str, Any]:
+    payload = {"source": "alertmanager", "key": key, "summary": "down", "service": service,
+               "at": "2026-11-28T10:00:00+00:00", "evidence": {"status": "firing"}}  # fmt: skip
+    return {"source": "alertmanager", "kind": "signal", "dedupe_key": key, "payload": payload}
+
+
+def watched(h: Harness, count: int) -> list[str]:
+    """`count` releases of payments being deployed (watched for signals)."""
+    rids = [h.create(version=f"1.{n}.0") for n in range(count)]
+    for rid in rids:
+        h.run(rid, cycles=4)
+        assert h.release(rid).state.value in ("implementing", "verifying")
+    return rids
+
+
+def test_a_signal_is_recorded_with_every_release_and_marked_in_one_transaction(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rids = watched(h, 2)
+    receive(h.store, lambda *a: [signal_event("fp1")], {}, b"")
+    opened = transactions(monkeypatch, h)
+    inbox_pass(h.store, h.process)
+    assert len(opened) == 1
+    assert rows(h)["fp1"]["outcome"] == f"recorded with: {', '.join(rids)}"
+    with h.store.read() as tx:
+        assert all([s["key"] for s in tx.core_data(r)["signals"]] == ["fp1"] for r in rids)
+        assert sorted(tx.due_release_ids(h.clock.now)) == sorted(rids)
+
+
+def test_a_signal_for_a_busy_release_is_recorded_with_the_others_and_stays_pending(
+    h: Harness,
+) -> None:
+    busy, free = watched(h, 2)
+    with h.store.begin() as tx:
+        assert tx.lease_release(busy, "another-replica", h.process.lease_ttl)
+    receive(h.store, lambda *a: [signal_event("fp1")], {}, b"")
+    inbox_pass(h.store, h.process)
+    assert rows(h)["fp1"]["processed_at"] is None
+    with h.store.read() as tx:
+        assert "signals" not in tx.core_data(busy)
+        assert [s["key"] for s in tx.core_data(free)["signals"]] == ["fp1"]
+    with h.store.begin() as tx:
+        tx.drop_release_lease(busy, "another-replica")
+    inbox_pass(h.store, h.process)
+    assert rows(h)["fp1"]["processed_at"] is not None
+    with h.store.read() as tx:
+        assert [s["key"] for s in tx.core_data(busy)["signals"]] == ["fp1"]
+        assert [s["key"] for s in tx.core_data(free)["signals"]] == ["fp1"]  # once
 
 
 def test_the_ids_of_releases(h: Harness) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from itsm_bridge.errors import TransientError, UsageError
 from itsm_bridge.hookspecs import hookimpl
 from itsm_bridge.models import Event, JobRef, JobStatus, Release, Signal
 from itsm_bridge.outcome import StepContext
+from itsm_bridge.store import Tx
 from itsm_bridge.views import release_json, render_show
 from process_harness import JOBS, Harness
 
@@ -388,6 +390,32 @@ def test_a_release_leased_by_another_replica_is_left_alone(tmp_path: Path) -> No
     assert h.steps(rid)["change"][0] == "done"
 
 
+def test_a_fresh_claim_is_the_lease_and_an_old_one_is_taken_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(tmp_path)  # leases of 300 s (the default)
+    rid = h.create()
+    with h.store.begin() as tx:
+        assert tx.claim_due(h.clock.now, h.process.owner, h.process.lease_ttl, 5) == [rid]
+    leased: list[str] = []
+    lease = Tx.lease_release
+
+    def counted(self: Tx, release_id: str, owner: str, ttl: timedelta) -> bool:
+        leased.append(release_id)
+        return lease(self, release_id, owner, ttl)
+
+    monkeypatch.setattr(Tx, "lease_release", counted)
+    assert h.process.advance(rid, claimed_at=time.monotonic()) is True
+    assert leased == []  # the claim is the lease
+    assert h.steps(rid)["change"][0] == "done"
+    with h.store.begin() as tx:
+        assert tx.lease_release(rid, "other-replica", timedelta(minutes=5))
+        tx.wake(rid, h.clock.now)
+    leased.clear()
+    assert h.process.advance(rid, claimed_at=time.monotonic() - 151) is False  # past half
+    assert leased == [rid]
+
+
 class NoJobsPlugin(FakeVendorPlugin):
     """The fake vendor without a CI/CD system: every task is manual."""
 
@@ -667,3 +695,37 @@ def test_the_newest_job_reference_is_kept_for_the_next_poll(tmp_path: Path) -> N
     # each job: the first poll has the reference start_job gave, the later ones the newer one
     assert asked[:2] == [None, "7"]
     assert asked.count(None) == 3  # build, deploy, smoke test: once each
+
+
+def test_the_rollback_job_starts_before_plugins_are_told_of_the_failure(
+    tmp_path: Path,
+) -> None:
+    """Step 13's failure and step 14's first pass (the rollback task) are told to plugins
+    after step 14 started the rollback job, in the same advance, and in order."""
+    h = Harness(tmp_path)
+    rid = h.create()
+    assert h.run(rid, cycles=6).state.value == "verifying"
+    effects: list[tuple[str, str]] = []
+    effect = h.vendor.effect
+
+    def logged(kind: str, key: str, value: Any = True) -> Any:
+        effects.append((kind, key))
+        return effect(kind, key, value)
+
+    h.vendor.effect = logged  # type: ignore[method-assign]
+    h.vendor.signals = [Signal(source="alertmanager", key="fp1", summary="down", at=h.clock.now)]
+    h.run(rid)  # the next poll
+    kinds = [kind for kind, _ in effects]
+    assert kinds[:2] == ["task", "job"]  # the rollback task's record, then its job
+    assert effects[1][1].endswith(":rollback:rollback")
+    assert kinds[2:].count("work_note") == len(kinds) - 2  # then the news, all of it
+    assert h.vendor.changes_seen[-8:] == [
+        "step 13 detect: failed: alertmanager: down",
+        "alertmanager: down",
+        "verifying -> failed: alertmanager: down",
+        "rollback task added",
+        "step 14 rollback: running: rolling back: alertmanager: down",
+        "failed -> rolling_back: rolling back: alertmanager: down",
+        "step 14 rollback: running: task Roll back: job rollback started",
+        "step 14 rollback: waiting: task Roll back: job rollback running",
+    ]

@@ -8,6 +8,8 @@ from typing import Any
 
 from itsm_bridge import signals
 from itsm_bridge.models import ConfigurationItem, Impact, Release, Signal
+from itsm_bridge.plugins import load_plugins
+from itsm_bridge.steps_plan import StepEnv
 from process_harness import Harness
 
 
@@ -128,3 +130,32 @@ def test_which_releases_a_signal_concerns(tmp_path: Path) -> None:
     ]:
         signal = alert("k", at).model_copy(update={"service": name})
         assert signals.concerned(watched, signal) == ([rid] if concerned else []), name
+
+
+def test_a_watch_polls_only_where_a_plugin_answers_detect_failure(tmp_path: Path) -> None:
+    """Steps 13 and 18 look again at the next poll while a plugin answers `detect_failure`
+    (the fake vendor does); with none, at the end of the watch: the inbox wakes the release
+    when an alert concerns it."""
+    h = Harness(tmp_path)
+    now, until = h.clock.now, h.clock.now + timedelta(hours=1)
+    assert now + timedelta(seconds=24) <= h.process.env.next_look(now, until)
+    assert h.process.env.next_look(now, until) <= now + timedelta(seconds=30)
+    assert h.process.env.next_look(now, now + timedelta(seconds=5)) == now + timedelta(seconds=5)
+    without = StepEnv(load_plugins(h.settings), h.settings)  # no plugin but the defaults
+    assert without.next_look(now, until) == until
+
+
+def test_without_a_polled_plugin_a_recorded_alert_wakes_the_watch(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    rid, _ = verifying(h)
+    h.process.env = StepEnv(load_plugins(h.settings), h.settings)  # nobody to poll
+    h.run(rid)
+    with h.store.read() as tx:
+        until = next(s for s in tx.steps(rid) if s.number == 13).state["until"]
+        assert tx.next_run(rid) == datetime.fromisoformat(until)  # the end of the watch
+    assert datetime.fromisoformat(until) > h.clock.now + timedelta(minutes=20)
+    record(h, rid, alert("fp1", h.clock.now))
+    with h.store.begin() as tx:
+        tx.wake(rid, h.clock.now)  # what the inbox does with a recorded alert
+    h.process.env = StepEnv(h.process.host, h.settings)
+    assert h.run(rid, minutes=0).state.value != "verifying"

@@ -279,3 +279,20 @@ def test_one_open_release_per_service_and_version(store: Store) -> None:
     with store.begin() as tx:
         assert tx.open_release("payments", "1.0") == ("rel-3", "planned")
         assert tx.release("rel-5") is None
+
+
+def test_the_health_of_a_release(store: Store) -> None:
+    """What the worker reads around an advance: state, attention, failed steps, failure."""
+    with store.begin() as tx:
+        tx.insert_release(release(), list(STEPS))
+        assert tx.health("rel-1") == ("planned", "", "", "")
+        assert tx.health("rel-nope") == ("", "", "", "")
+        steps = {s.number: s for s in tx.steps("rel-1")}
+        for number in (13, 7):
+            steps[number].status = "failed"
+            tx.save_step("rel-1", steps[number])
+        tx.update_release(release(state="failed", failure_reason="alertmanager: down"))
+        tx.set_core_data("rel-1", attention="HTTP 401")
+        assert tx.health("rel-1") == ("failed", "HTTP 401", "7,13", "alertmanager: down")
+        tx.set_core_data("rel-1", attention=None)  # as the outbox clears it
+        assert tx.health("rel-1") == ("failed", "", "7,13", "alertmanager: down")

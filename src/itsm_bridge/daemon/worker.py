@@ -47,9 +47,12 @@ log = logging.getLogger(__name__)
 
 MAX_SLEEP = 60.0  # seconds: the longest sleep (a CLI on SQLite wakes nobody)
 MIN_SLEEP = 0.05  # a pass that claimed nothing never loops faster than this
-# Passes start at most this often: a burst of wakes (a webhook stored, each) is one pass per
-# interval, acting on every event stored meanwhile, not one pass per event (which would
-# spend the CPU and the database's write lock the HTTP server needs to store them).
+# After a pass that took inbox events, the next starts no sooner than this after it: a burst
+# of wakes (a webhook stored, each) is one pass per interval, acting on every event stored
+# meanwhile, not one pass per event (which would spend the CPU and the database's write
+# lock the HTTP server needs to store them). After a pass that took none (a pool thread
+# finished, a release fell due), a wake runs the next pass at once: the first event after a
+# quiet spell (an alert) waits for nobody.
 PASS_INTERVAL = 0.02
 DB_BACKOFF_FIRST, DB_BACKOFF_MAX = 0.5, 10.0
 ERROR_BACKOFF = 1.0  # after an unexpected error in a pass
@@ -94,6 +97,7 @@ class Worker:
         self.inflight: dict[str, Future[None]] = {}
         self.errors = 0  # unexpected exceptions, in passes and in advances
         self.passes = 0
+        self.took = 0  # the inbox events the current pass took
         self.db_failures = 0  # consecutive passes the database refused
         self.db_problem = ""
         self._reported: set[str] = set()  # inbox failure lines already logged
@@ -116,8 +120,9 @@ class Worker:
         while not self._stopping.is_set():
             self._wake.clear()
             started = time.monotonic()
+            self.took = 0
             delay = self.run_guarded()
-            if self._wake.wait(delay):
+            if self._wake.wait(delay) and self.took:
                 self._stopping.wait(PASS_INTERVAL - (time.monotonic() - started))
 
     def run_guarded(self) -> float:
@@ -165,7 +170,7 @@ class Worker:
 
     def _process_inbox(self) -> bool:
         """One batch of the inbox; True when more events may be waiting."""
-        failures, more = inbox_pass(self.store, self.inbox_process)
+        failures, more, self.took = inbox_pass(self.store, self.inbox_process)
         for line in failures:
             if line not in self._reported:  # a failing event is retried every pass: log once
                 self._reported.add(line)
@@ -197,9 +202,10 @@ class Worker:
         process = self.process
         with self.store.begin() as tx:
             ids = tx.claim_due(process.clock(), process.owner, process.lease_ttl, free, busy)
+        claimed_at = time.monotonic()
         for release_id in ids:
             with self._lock:
-                future = self.pool.submit(self._advance, release_id)
+                future = self.pool.submit(self._advance, release_id, claimed_at)
                 self.inflight[release_id] = future
             future.add_done_callback(functools.partial(self._done, release_id))
         return len(ids)
@@ -209,11 +215,11 @@ class Worker:
             self.inflight.pop(release_id, None)
         self.wake()
 
-    def _advance(self, release_id: str) -> None:
+    def _advance(self, release_id: str, claimed_at: float) -> None:
         """Advance one claimed release in a pool thread; log what it broke; never raise."""
         try:
             before = health(self.store, release_id)
-            self.process.advance(release_id)
+            self.process.advance(release_id, claimed_at)
             for line in new_troubles(self.store, release_id, before):
                 log.warning("%s", line)
         except sa.exc.DBAPIError as exc:  # the database is away: the loop backs off

@@ -96,6 +96,26 @@ class ClaimRows(ScheduleRows):
             waits.append((held - db_now).total_seconds())
         return min(waits, default=None)
 
+    def health(self, release_id: str) -> tuple[str, str, str, str]:
+        """(state, attention, numbers of the failed steps joined by commas, failure reason)
+        of a release; empty strings when there is none. Read around each advance, to tell
+        what it broke: two narrow queries, nothing built."""
+        c = t.releases.c
+        row = self.conn.execute(
+            sa.select(
+                c.state, c.data["attention"].as_string(), c.data["failure_reason"].as_string()
+            ).where(c.id == release_id)
+        ).first()
+        if row is None:
+            return "", "", "", ""
+        failed = self.conn.execute(
+            sa.select(t.steps.c.number)
+            .where(t.steps.c.release_id == release_id, t.steps.c.status == "failed")
+            .order_by(t.steps.c.number)
+        ).scalars()
+        state, attention, failure = row
+        return str(state), attention or "", ",".join(map(str, failed)), failure or ""
+
     def notify_wake(self) -> None:
         """Wake every listening replica when this transaction commits (PostgreSQL only)."""
         if self.conn.dialect.name == "postgresql":

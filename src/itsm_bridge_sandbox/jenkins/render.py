@@ -281,6 +281,20 @@ def permalink(job: Job, name: str) -> Build | None:
     return job.last(PERMALINKS[name])
 
 
+def last_finished(job: Job, before: int, count: int) -> list[Build]:
+    """The newest `count` builds numbered below `before` that are not building, newest
+    first: walked back from `before`, not by scanning every build (a job's listing renders
+    this for each of its builds)."""
+    found: list[Build] = []
+    for number in range(before - 1, 0, -1):
+        build = job.builds.get(number)
+        if build is not None and not build.building:
+            found.append(build)
+            if len(found) == count:
+                break
+    return found
+
+
 def build_json(build: Build, root: str) -> dict[str, Any]:
     """`GET /job/.../<n>/api/json`."""
     job = build.job
@@ -302,8 +316,7 @@ def build_json(build: Build, root: str) -> dict[str, Any]:
                 "urlName": "testReport",
             }
         )
-    previous = [b for n, b in job.builds.items() if n < build.number and not b.building]
-    done = previous[-3:]
+    done = last_finished(job, before=build.number, count=3)
     estimated = sum(ms(b.outcome.duration) for b in done) // len(done) if done else -1
     out: dict[str, Any] = {
         "_class": RUN_CLASS[job.kind],

@@ -309,3 +309,25 @@ def test_crumb_required_for_password_but_not_for_api_token() -> None:
         assert client.build_job("app") == 1
     finally:
         sandbox.stop()
+
+
+def test_estimated_duration_is_the_mean_of_the_three_builds_before(
+    sandbox: JenkinsSandbox, clock: ManualClock
+) -> None:
+    """`Run.getEstimatedDuration`: -1 without history, else the mean of the last (up to 3)
+    completed builds before it; a build still running is left out."""
+    sandbox.add_job("tools/timed", queue_delay=0.0)
+    for seconds in (1.0, 2.0, 4.0, 8.0):
+        sandbox.script_next("tools/timed", duration=seconds)
+        post(sandbox, "/job/tools/job/timed/build")
+        clock.tick(0.01)
+        clock.tick(seconds)
+    sandbox.script_next("tools/timed", duration=100.0)
+    post(sandbox, "/job/tools/job/timed/build")
+    clock.tick(0.01)  # #5 runs
+    estimated = {n: sandbox.build("tools/timed", n)["estimatedDuration"] for n in range(1, 6)}
+    assert estimated == {1: -1, 2: 1000, 3: 1500, 4: 2333, 5: 4666}
+    sandbox.script_next("tools/timed", duration=1.0)
+    post(sandbox, "/job/tools/job/timed/build")
+    clock.tick(0.01)  # #6 runs while #5 still does: #5 is not counted
+    assert sandbox.build("tools/timed", 6)["estimatedDuration"] == 4666
