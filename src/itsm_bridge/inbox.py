@@ -179,16 +179,14 @@ def inbox_pass(store: Store, process: Process, limit: int = BATCH) -> InboxPass:
     """
     with store.read() as tx:  # waking needs no payload: read them only for what reads them
         pending = tx.inbox_pending(limit=limit, exclude_kind=WORK_ITEM, payloads=False)
-    one_by_one = [row for row in pending if row["kind"] in (SCOPE, SIGNAL)]
+        one_by_one = [row for row in pending if row["kind"] in (SCOPE, SIGNAL)]
+        payloads = tx.inbox_payloads([int(row["id"]) for row in one_by_one])
     try:
         _wake_together(store, process, [r for r in pending if r["kind"] not in (SCOPE, SIGNAL)])
     except Exception:
         log.debug("inbox events could not be acted on together; one by one", exc_info=True)
-        one_by_one = pending
-    if one_by_one:
-        with store.read() as tx:
-            payloads = tx.inbox_payloads([int(row["id"]) for row in one_by_one])
-        one_by_one = [{**row, "payload": payloads.get(int(row["id"]))} for row in one_by_one]
+        one_by_one = pending  # (waking reads no payload)
+    one_by_one = [{**row, "payload": payloads.get(int(row["id"]))} for row in one_by_one]
     failures = []
     for row in one_by_one:
         try:
@@ -262,7 +260,8 @@ def _act(store: Store, process: Process, row: dict[str, Any]) -> bool:
                     refresh_scope(tx, process, release_id, row)
                 elif signal is not None:
                     core = tx.core_data(release_id)
-                    tx.set_core_data(release_id, signals=signals.recorded(core, signal))
+                    core[signals.CORE_KEY] = signals.recorded(core, signal)
+                    tx.replace_core_data(release_id, core)
                     tx.wake(release_id, process.clock())
                 else:
                     tx.wake(release_id, process.clock())

@@ -160,9 +160,10 @@ class Process:
         no side effect is started)."""
         with self.store.begin() as tx:
             self._fence(tx, release_id)
-            release = tx.release(release_id)
-            if release is None:
+            found = tx.release_with_core(release_id)
+            if found is None:
                 return None
+            release, core = found
             if release.state in lifecycle.TERMINAL or release.state == ReleaseState.BLOCKED:
                 tx.set_next_run(release_id, None)
                 return None
@@ -176,13 +177,14 @@ class Process:
                 tx.set_next_run(release_id, min(retry, default=None))
                 return None
             step = runnable[0]
+            tasks, jobs = tx.tasks_with_jobs(release_id)
             ctx = StepContext(
                 release=release,
                 step=step,
-                tasks=tx.tasks(release_id),
-                core=tx.core_data(release_id),
+                tasks=tasks,
+                core=core,
                 now=now,
-                jobs=tx.task_jobs(release_id),
+                jobs=jobs,
                 steps=steps,
             )
             timeline = tx.events(release_id) if step.number == 16 else []
@@ -246,7 +248,7 @@ class Process:
         now = self.clock()
         with self.store.begin() as tx:
             self._fence(tx, release_id)
-            current = tx.release(release_id)
+            current = tx.release(release_id, records=False)  # (records are added, not set)
             if current is None or current.state != ctx.release.state:
                 return  # someone else (a CLI command) moved the release meanwhile; re-read
             release = outcome.release or current

@@ -130,6 +130,37 @@ def test_tasks_keep_their_order_and_jobs(store: Store) -> None:
         assert [t.key for t in tasks] == ["b", "a", "c"]
         assert tasks[1].status == TaskStatus.RUNNING
         assert tx.task_job("rel-1", "a") == job
+        assert tx.tasks_with_jobs("rel-1") == (tasks, {"a": job})  # one read: both
+
+
+def test_a_release_with_its_core_data_and_without_its_records(store: Store) -> None:
+    record = ExternalRecord(system="servicenow", kind="change_request", id="a1")
+    with store.begin() as tx:
+        tx.insert_release(release(), list(STEPS))
+        tx.add_record("rel-1", record)
+        tx.set_core_data("rel-1", notes={"title": "n"})
+        found = tx.release_with_core("rel-1")
+        assert found is not None
+        assert found[0] == tx.release("rel-1") and found[0].records == [record]
+        assert found[1] == tx.core_data("rel-1") and found[1]["notes"] == {"title": "n"}
+        assert tx.release("rel-1", records=False) == found[0].model_copy(update={"records": []})
+        assert tx.release_with_core("rel-nope") is None
+        core = tx.core_data("rel-1")
+        core["notes"] = None
+        tx.replace_core_data("rel-1", core)
+        assert tx.core_data("rel-1") == core
+
+
+def test_steps_by_status(store: Store) -> None:
+    with store.begin() as tx:
+        tx.insert_release(release(), list(STEPS))
+        steps = tx.steps("rel-1")
+        for number in (13, 5):
+            steps[number - 1].status = "waiting"
+            tx.save_step("rel-1", steps[number - 1])
+        assert [s.number for s in tx.steps("rel-1", status="waiting")] == [5, 13]
+        assert len(tx.steps("rel-1", status="pending")) == 16
+        assert len(tx.steps("rel-1")) == 18
 
 
 def test_events_are_append_only_and_ordered(store: Store) -> None:

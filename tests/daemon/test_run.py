@@ -88,11 +88,14 @@ def test_run_freezes_what_start_up_built_in_its_own_process(
 
 
 def test_freezing_moves_the_objects_alive_out_of_the_collectors_way() -> None:
+    threshold = gc.get_threshold()
     try:
         run_module.freeze_startup_objects()
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (10_000, threshold[1], threshold[2])  # young: not 700
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 def test_listen_addresses() -> None:

@@ -91,13 +91,21 @@ def listen_address(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (CPython: 700)
+
+
 def freeze_startup_objects() -> None:
     """Leave what start-up built (modules, plugins, the app, SQLAlchemy's tables) out of
     the garbage collector's full collections, which otherwise walk it all every few hundred
     requests (tens of milliseconds each, with every request waiting on the GIL meanwhile):
-    `gc.freeze()` moves every object alive now to a permanent generation."""
+    `gc.freeze()` moves every object alive now to a permanent generation. Young collections
+    then come every `GC_YOUNG_THRESHOLD` allocations rather than 700: the full collections
+    they lead to (a few milliseconds each, still) come about 14 times less often, and each
+    young one stays well under a millisecond."""
     gc.collect()
     gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 class Daemon:

@@ -47,13 +47,14 @@ log = logging.getLogger(__name__)
 
 MAX_SLEEP = 60.0  # seconds: the longest sleep (a CLI on SQLite wakes nobody)
 MIN_SLEEP = 0.05  # a pass that claimed nothing never loops faster than this
-# After a pass that took inbox events, the next starts no sooner than this after it: a burst
-# of wakes (a webhook stored, each) is one pass per interval, acting on every event stored
-# meanwhile, not one pass per event (which would spend the CPU and the database's write
-# lock the HTTP server needs to store them). After a pass that took none (a pool thread
-# finished, a release fell due), a wake runs the next pass at once: the first event after a
-# quiet spell (an alert) waits for nobody.
+# After a pass that took a burst of inbox events (`BURST` or more), the next starts no sooner
+# than `PASS_INTERVAL` after it: a burst of wakes (a webhook stored, each) is one pass per
+# interval, acting on every event stored meanwhile, not one pass per event (which would
+# spend the CPU and the database's write lock the HTTP server needs to store them). After a
+# pass that took fewer (a pool thread finished, a job's notification came), a wake runs the
+# next pass at once: an alert after a quiet spell waits for nobody.
 PASS_INTERVAL = 0.02
+BURST = 8
 DB_BACKOFF_FIRST, DB_BACKOFF_MAX = 0.5, 10.0
 ERROR_BACKOFF = 1.0  # after an unexpected error in a pass
 
@@ -122,7 +123,7 @@ class Worker:
             started = time.monotonic()
             self.took = 0
             delay = self.run_guarded()
-            if self._wake.wait(delay) and self.took:
+            if self._wake.wait(delay) and self.took >= BURST:
                 self._stopping.wait(PASS_INTERVAL - (time.monotonic() - started))
 
     def run_guarded(self) -> float:

@@ -21,17 +21,15 @@ from itsm_bridge.models import (
     BuildInfo,
     ExternalRecord,
     Impact,
-    JobRef,
     Release,
     ReleaseState,
     ReleaseType,
-    Task,
-    TaskStatus,
     utcnow,
 )
 from itsm_bridge.store import schema as t
 from itsm_bridge.store.audit import AuditRows
 from itsm_bridge.store.claims import ClaimRows
+from itsm_bridge.store.tasks import TaskRows
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +71,7 @@ class StepRow:
         }
 
 
-class Tx(AuditRows, ClaimRows):
+class Tx(AuditRows, ClaimRows, TaskRows):
     """One transaction's view of the store."""
 
     def __init__(self, connection: Connection) -> None:
@@ -105,7 +103,15 @@ class Tx(AuditRows, ClaimRows):
             ],
         )
 
-    def release(self, release_id: str) -> Release | None:
+    def release(self, release_id: str, *, records: bool = True) -> Release | None:
+        """The release, with its external records unless `records` is False."""
+        found = self.release_with_core(release_id, records=records)
+        return found[0] if found is not None else None
+
+    def release_with_core(
+        self, release_id: str, *, records: bool = True
+    ) -> tuple[Release, dict[str, Any]] | None:
+        """The release and its core data (`core_data`), from one read of its row."""
         row = (
             self.conn.execute(sa.select(t.releases).where(t.releases.c.id == release_id))
             .mappings()
@@ -113,7 +119,8 @@ class Tx(AuditRows, ClaimRows):
         )
         if row is None:
             return None
-        return _release_from_row(row, self.records(release_id))
+        known = self.records(release_id) if records else []
+        return _release_from_row(row, known), dict(row["data"] or {})
 
     def find_release_id(self, prefix: str) -> list[str]:
         """Release ids equal to, or starting with, `prefix` (for short ids on the CLI)."""
@@ -179,6 +186,10 @@ class Tx(AuditRows, ClaimRows):
     def set_core_data(self, release_id: str, **values: Any) -> None:
         data = self.core_data(release_id)
         data.update(values)
+        self.replace_core_data(release_id, data)
+
+    def replace_core_data(self, release_id: str, data: dict[str, Any]) -> None:
+        """Write the whole core data (read with `core_data`, changed, written back)."""
         self.conn.execute(
             t.releases.update().where(t.releases.c.id == release_id).values(data=data)
         )
@@ -251,18 +262,20 @@ class Tx(AuditRows, ClaimRows):
         concerns it, or a person acted) is set `WOKEN_AHEAD` back: an alert's release is not
         queued behind a burst of watched releases polling their plugins.
         """
-        for step in self.steps(release_id):
-            if step.status == "waiting" and step.state.get("retry_at"):
+        for step in self.steps(release_id, status="waiting"):
+            if step.state.get("retry_at"):
                 step.state["retry_at"] = None
                 self.save_step(release_id, step)
         self.set_next_run(release_id, now - WOKEN_AHEAD)
         self.notify_wake()  # the replicas that sleep look again (PostgreSQL)
 
     # -- steps ---------------------------------------------------------------------------
-    def steps(self, release_id: str) -> list[StepRow]:
-        rows = self.conn.execute(
-            sa.select(t.steps).where(t.steps.c.release_id == release_id).order_by(t.steps.c.number)
-        ).mappings()
+    def steps(self, release_id: str, status: str | None = None) -> list[StepRow]:
+        """The release's steps in order (only those with `status`, when given)."""
+        query = sa.select(t.steps).where(t.steps.c.release_id == release_id)
+        if status is not None:
+            query = query.where(t.steps.c.status == status)
+        rows = self.conn.execute(query.order_by(t.steps.c.number)).mappings()
         return [
             StepRow(
                 number=r["number"],
@@ -289,72 +302,6 @@ class Tx(AuditRows, ClaimRows):
                 attempts=step.attempts,
                 state=step.state,
             )
-        )
-
-    # -- tasks ---------------------------------------------------------------------------
-    def tasks(self, release_id: str) -> list[Task]:
-        rows = self.conn.execute(
-            sa.select(t.tasks)
-            .where(t.tasks.c.release_id == release_id)
-            .order_by(t.tasks.c.position)
-        ).mappings()
-        return [
-            Task(
-                **r["spec"],
-                status=TaskStatus(r["status"]),
-                record=ExternalRecord(**r["record"]) if r["record"] else None,
-                note=r["note"],
-            )
-            for r in rows
-        ]
-
-    def task_jobs(self, release_id: str) -> dict[str, JobRef]:
-        """The job each automated task started, by task key."""
-        rows = self.conn.execute(
-            sa.select(t.tasks.c.key, t.tasks.c.job).where(
-                t.tasks.c.release_id == release_id, t.tasks.c.job.is_not(None)
-            )
-        )
-        return {key: JobRef(**job) for key, job in rows if job}
-
-    def task_job(self, release_id: str, key: str) -> JobRef | None:
-        return self.task_jobs(release_id).get(key)
-
-    def insert_tasks(self, release_id: str, tasks: list[Task]) -> None:
-        existing = {task.key for task in self.tasks(release_id)}
-        rows = [
-            {
-                "release_id": release_id,
-                "key": task.key,
-                "position": len(existing) + index,
-                "spec": task.model_dump(mode="json", exclude={"status", "record", "note"}),
-                "status": task.status.value,
-                "record": task.record.model_dump(mode="json") if task.record else None,
-                "note": task.note,
-            }
-            for index, task in enumerate(tasks)
-            if task.key not in existing
-        ]
-        if rows:
-            self.conn.execute(t.tasks.insert(), rows)
-
-    def save_task(self, release_id: str, task: Task, job: JobRef | None = None) -> None:
-        values: dict[str, Any] = {
-            "status": task.status.value,
-            "record": task.record.model_dump(mode="json") if task.record else None,
-            "note": task.note,
-        }
-        if job is not None:
-            values["job"] = job.model_dump(mode="json")
-        now = utcnow()
-        if task.status == TaskStatus.RUNNING:
-            values["started_at"] = sa.func.coalesce(t.tasks.c.started_at, now)
-        if task.status in (TaskStatus.DONE, TaskStatus.FAILED):
-            values["finished_at"] = now
-        self.conn.execute(
-            t.tasks.update()
-            .where(t.tasks.c.release_id == release_id, t.tasks.c.key == task.key)
-            .values(**values)
         )
 
 

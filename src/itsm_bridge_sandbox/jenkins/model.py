@@ -169,6 +169,7 @@ class JenkinsModel:
         self.lock = lock or threading.RLock()
         self.root = Folder("")
         self.queue: dict[int, QueueItem] = {}
+        self.running: list[Build] = []  # the builds still building: what `advance` looks at
         self.next_queue_id = 1
         self.endpoints: list[Endpoint] = []
         self.events: list[PhaseEvent] = []
@@ -257,6 +258,7 @@ class JenkinsModel:
             entered_queue=item.entered,
         )
         job.builds[build.number] = build
+        self.running.append(build)
         job.next_build_number += 1
         item.build = build
         item.left_at = now
@@ -271,6 +273,7 @@ class JenkinsModel:
             return
         build.result = result
         build.finished = now
+        self.running.remove(build)
         if result != "ABORTED" and build.outcome.tests is not None and self.test_report_builder:
             build.test_report = self.test_report_builder(build)
         self._event(build, "COMPLETED", now)
@@ -289,10 +292,9 @@ class JenkinsModel:
         for item in self.queue.values():
             if not item.left and not item.job.disabled and item.ready_at <= now:
                 due.append((item.ready_at, 0, item))
-        for job in self.all_jobs():
-            for build in job.builds.values():
-                if build.building and build.due <= now:
-                    due.append((build.due, 1, build))
+        for build in self.running:
+            if build.due <= now:
+                due.append((build.due, 1, build))
         due.sort(key=lambda entry: (entry[0], entry[1]))
         for at, kind, obj in due:
             if kind == 0:
@@ -316,7 +318,7 @@ class JenkinsModel:
     def next_due(self) -> float | None:
         """When `advance` next has something to do (None: nothing pending)."""
         times = [i.ready_at for i in self.queue.values() if not i.left and not i.job.disabled]
-        times += [b.due for j in self.all_jobs() for b in j.builds.values() if b.building]
+        times += [b.due for b in self.running]
         return min(times) if times else None
 
     def flush(self) -> None:

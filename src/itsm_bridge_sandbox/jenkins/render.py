@@ -15,6 +15,7 @@ values: only what the tree reaches is rendered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -213,9 +214,24 @@ def job_json(
             }
         ]
     )
-    queued = [i for i in model.queue.values() if i.job is job and not i.left]
-    done = job.completed()
-    estimated = (sum(ms(b.outcome.duration) for b in done[-3:]) // len(done[-3:])) if done else -1
+
+    def later(render: Callable[[], Any]) -> Any:
+        """Computed only where a tree reaches it (deep), else now: a job's listing scans its
+        builds, which a tree that names a few properties does not pay for."""
+        return Lazy(render) if deep else render()
+
+    def queued() -> list[QueueItem]:
+        return [i for i in model.queue.values() if i.job is job and not i.left]
+
+    def estimated() -> int:
+        done = job.completed()[-3:]
+        return sum(ms(b.outcome.duration) for b in done) // len(done) if done else -1
+
+    def first_queued() -> Any:
+        items = queued()
+        return queue_item_json(items[0], root) if items else None
+
+    links = {name: later(partial(lambda n: ref(permalink(job, n)), name)) for name in PERMALINKS}
     out: dict[str, Any] = {
         "_class": JOB_CLASS[job.kind],
         "actions": [
@@ -232,25 +248,19 @@ def job_json(
         "url": f"{root}{item_path(job.full_name)}",
         "buildable": not job.disabled,
         "builds": [ref(job.builds[n]) for n in numbers[:100]],
-        "allBuilds": [ref(job.builds[n]) for n in numbers],
-        "color": job_color(job),
+        "allBuilds": later(lambda: [ref(job.builds[n]) for n in numbers]),
+        "color": later(lambda: job_color(job)),
         "firstBuild": ref(job.builds[numbers[-1]]) if numbers else None,
         "healthReport": [],
-        "inQueue": bool(queued),
+        "inQueue": later(lambda: bool(queued())),
         "keepDependencies": False,
-        "lastBuild": ref(permalink(job, "lastBuild")),
-        "lastCompletedBuild": ref(permalink(job, "lastCompletedBuild")),
-        "lastFailedBuild": ref(permalink(job, "lastFailedBuild")),
-        "lastStableBuild": ref(permalink(job, "lastStableBuild")),
-        "lastSuccessfulBuild": ref(permalink(job, "lastSuccessfulBuild")),
-        "lastUnstableBuild": ref(permalink(job, "lastUnstableBuild")),
-        "lastUnsuccessfulBuild": ref(permalink(job, "lastUnsuccessfulBuild")),
+        **links,
         "nextBuildNumber": job.next_build_number,
         "property": prop,
-        "queueItem": queue_item_json(queued[0], root) if queued else None,
+        "queueItem": later(first_queued),
         "concurrentBuild": job.kind == "pipeline",
         "disabled": job.disabled,
-        "estimatedDuration": estimated,
+        "estimatedDuration": later(estimated),
     }
     if job.kind == "pipeline":
         out["resumeBlocked"] = False

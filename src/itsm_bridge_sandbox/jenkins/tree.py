@@ -111,7 +111,7 @@ def _parse_range(spec: str, at: int) -> tuple[int, int | None]:
 
 def apply(value: Any, nodes: dict[str, Node] | None) -> Any:
     """Narrow `value` (a JSON document, maybe holding `Lazy` parts) to the tree `nodes`."""
-    if isinstance(value, Lazy):
+    while isinstance(value, Lazy):  # (a lazy property may render a lazy object)
         value = value()
     if isinstance(value, list):
         return [apply(v, nodes) for v in value]
@@ -130,7 +130,7 @@ def apply(value: Any, nodes: dict[str, Node] | None) -> Any:
         if key not in value or key == "_class":
             continue
         child = value[key]
-        if isinstance(child, Lazy):
+        while isinstance(child, Lazy):
             child = child()
         if isinstance(child, list) and node.range is not None:
             low, high = node.range
