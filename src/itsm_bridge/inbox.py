@@ -233,11 +233,11 @@ def _outcome(kind: str, targets: list[str]) -> str:
     return f"{verb}: {', '.join(targets)}" if targets else "no release concerned"
 
 
-def _act(store: Store, process: Process, row: dict[str, Any]) -> bool:
+def _act(store: Store, process: Process, row: dict[str, Any]) -> None:
     """Apply one event to the releases it concerns and mark it processed, in one write
     transaction. A release it concerns that another owner holds is left out, and the event
     stays pending for the next pass (applying it again is harmless: a signal replaces its
-    own key, a wake is a wake); False then."""
+    own key, a wake is a wake)."""
     payload = row["payload"] or {}
     signal = Signal.model_validate(payload) if row["kind"] == SIGNAL else None
     with store.read() as tx:  # which releases: read off the write lock
@@ -269,7 +269,6 @@ def _act(store: Store, process: Process, row: dict[str, Any]) -> bool:
                 tx.drop_release_lease(release_id, process.owner)
         if not busy:
             tx.inbox_done(int(row["id"]), row.get("release_id"), _outcome(row["kind"], targets))
-    return not busy
 
 
 def scope_targets(releases: Iterable[Release], payload: dict[str, Any]) -> list[str]:

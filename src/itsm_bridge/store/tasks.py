@@ -17,10 +17,6 @@ class TaskRows(QueueRows):
     def tasks(self, release_id: str) -> list[Task]:
         return self.tasks_with_jobs(release_id)[0]
 
-    def task_jobs(self, release_id: str) -> dict[str, JobRef]:
-        """The job each automated task started, by task key."""
-        return self.tasks_with_jobs(release_id)[1]
-
     def tasks_with_jobs(self, release_id: str) -> tuple[list[Task], dict[str, JobRef]]:
         """The release's tasks in order, and the job each started (by task key): one read."""
         rows = list(
@@ -42,7 +38,8 @@ class TaskRows(QueueRows):
         return tasks, {r["key"]: JobRef(**r["job"]) for r in rows if r["job"]}
 
     def task_job(self, release_id: str, key: str) -> JobRef | None:
-        return self.task_jobs(release_id).get(key)
+        """The job the task `key` started, if any."""
+        return self.tasks_with_jobs(release_id)[1].get(key)
 
     def insert_tasks(self, release_id: str, tasks: list[Task]) -> None:
         existing = {task.key for task in self.tasks(release_id)}

@@ -223,15 +223,15 @@ def job_json(
     def queued() -> list[QueueItem]:
         return [i for i in model.queue.values() if i.job is job and not i.left]
 
-    def estimated() -> int:
-        done = job.completed()[-3:]
-        return sum(ms(b.outcome.duration) for b in done) // len(done) if done else -1
-
     def first_queued() -> Any:
         items = queued()
         return queue_item_json(items[0], root) if items else None
 
-    links = {name: later(partial(lambda n: ref(permalink(job, n)), name)) for name in PERMALINKS}
+    def link(name: str) -> Any:
+        return ref(permalink(job, name))
+
+    latest = last_finished(job, before=job.next_build_number, count=3)
+    links = {name: later(partial(link, name)) for name in PERMALINKS}
     out: dict[str, Any] = {
         "_class": JOB_CLASS[job.kind],
         "actions": [
@@ -260,7 +260,7 @@ def job_json(
         "queueItem": later(first_queued),
         "concurrentBuild": job.kind == "pipeline",
         "disabled": job.disabled,
-        "estimatedDuration": later(estimated),
+        "estimatedDuration": estimated_ms(latest),
     }
     if job.kind == "pipeline":
         out["resumeBlocked"] = False
@@ -305,6 +305,11 @@ def last_finished(job: Job, before: int, count: int) -> list[Build]:
     return found
 
 
+def estimated_ms(done: list[Build]) -> int:
+    """`estimatedDuration`: the mean duration of these finished builds; -1 without any."""
+    return sum(ms(b.outcome.duration) for b in done) // len(done) if done else -1
+
+
 def build_json(build: Build, root: str) -> dict[str, Any]:
     """`GET /job/.../<n>/api/json`."""
     job = build.job
@@ -326,8 +331,7 @@ def build_json(build: Build, root: str) -> dict[str, Any]:
                 "urlName": "testReport",
             }
         )
-    done = last_finished(job, before=build.number, count=3)
-    estimated = sum(ms(b.outcome.duration) for b in done) // len(done) if done else -1
+    estimated = estimated_ms(last_finished(job, before=build.number, count=3))
     out: dict[str, Any] = {
         "_class": RUN_CLASS[job.kind],
         "actions": actions,
