@@ -57,6 +57,7 @@ class FakeVendor:
         self.approval = "approved"
         self.tests = TestSummary(passed=10, failed=0)
         self.jobs_started: list[dict[str, str]] = []
+        self.first_attempts: list[tuple[str, bool]] = []  # (purpose, first_attempt) per start
         self.failures: dict[str, list[Exception]] = {}
         self.changes_seen: list[str] = []
         self.notices: list[Notice] = []  # what the stakeholders were told, in order
@@ -94,14 +95,15 @@ class FakeVendor:
         self.created[kind] += 1
         return value
 
-    def effect(self, kind: str, key: str, value: Any = True) -> Any:
+    def effect(self, kind: str, key: str, value: Any = True, look: bool = True) -> Any:
         """One hook call with a side effect, as a well-built plugin makes it: counted at the
-        boundary, then look up, create only what is missing; then maybe crash."""
+        boundary, then look up (unless the core proved it the first attempt: `look` False),
+        create only what is missing; then maybe crash."""
         pending = self.failures.get(kind)
         if pending:
             raise pending.pop(0)
         self.calls[kind] += 1
-        found = self.lookup(kind, key)
+        found = self.lookup(kind, key) if look else None
         if found is None:
             found = self.create(kind, key, value)
         self.save()
@@ -143,10 +145,13 @@ class FakeVendorPlugin:
         return [ExternalRecord(system="fake", kind="page", id=f"notes-{release.id}")]
 
     @hookimpl
-    def start_job(self, release: Release, purpose: str, params: dict[str, str]) -> JobRef:
+    def start_job(
+        self, release: Release, purpose: str, params: dict[str, str], first_attempt: bool
+    ) -> JobRef:
         key = f"{params['RELEASE_ID']}:{purpose}:{params.get('TASK', '')}"
         self.v.jobs_started.append({"purpose": purpose, **params})
-        self.v.effect("job", key, {"polls": 0})
+        self.v.first_attempts.append((purpose, first_attempt))
+        self.v.effect("job", key, {"polls": 0}, look=not first_attempt)
         return JobRef(system="fake", job=purpose, purpose=purpose, build_id=key)
 
     @hookimpl
@@ -208,9 +213,9 @@ class KillingVendorPlugin(FakeVendorPlugin):
         vendor = FakeVendor(Path(os.environ["FAKE_VENDOR_STATE"]))
         original = vendor.effect
 
-        def effect(kind: str, key: str, value: Any = True) -> Any:
+        def effect(kind: str, key: str, value: Any = True, look: bool = True) -> Any:
             try:
-                return original(kind, key, value)
+                return original(kind, key, value, look)
             except SimulatedCrash:
                 os.kill(os.getpid(), signal.SIGKILL)
                 raise

@@ -64,12 +64,25 @@ class JenkinsPlugin:
             timeout=config.timeout_seconds,
             attempts=config.retries,
         )
+        self.definitions = jobs.Definitions()
 
     # -- steps 4, 11, 12, 14 ---------------------------------------------------------------
     @hookimpl
-    def start_job(self, release: Release, purpose: str, params: dict[str, str]) -> JobRef | None:
-        """Start the service's job for `purpose` once (found again by RELEASE_ID and TASK)."""
-        return jobs.start(self.client, self.config, self.bridge, release, purpose, params)
+    def start_job(
+        self, release: Release, purpose: str, params: dict[str, str], first_attempt: bool = False
+    ) -> JobRef | None:
+        """Start the service's job for `purpose` once (found again by RELEASE_ID and TASK;
+        not looked for on the core's proven first attempt)."""
+        return jobs.start(
+            self.client,
+            self.config,
+            self.bridge,
+            release,
+            purpose,
+            params,
+            first_attempt=first_attempt,
+            known=self.definitions,
+        )
 
     @hookimpl
     def job_status(self, job: JobRef) -> JobStatus | None:

@@ -19,10 +19,16 @@ step 11) say which release and task it belongs to. Before triggering, in this or
    (`Task.createExecutable`), so for those few milliseconds the build is in neither list; a
    restart whose lookup falls exactly there would trigger a second build.
 
+A first attempt (`first_attempt=True`: the core created the task in the run now calling and has
+not asked for its start before, so nothing can have started it) skips both lookups and
+triggers at once; a retry, a restart or the build of step 4 always looks first.
+
 An identity matches when `RELEASE_ID` is equal and, when the item carries a `TASK` parameter,
 `TASK` is equal too. Jenkins drops parameters a job does not define (SECURITY-170,
 `ParametersAction`), so a job without `RELEASE_ID` could never be recognised: it is refused
-before any trigger (a person adds the parameter). A job that serves several purposes of one
+before any trigger (a person adds the parameter). A first attempt checks the definitions
+of the job's last read if it is at most `DEFINITIONS_TTL` seconds old, else reads them alone
+(`tree=buildable,property[parameterDefinitions[name]]`). A job that serves several purposes of one
 service (e.g. deploy and rollback) must also define `TASK`, or the rollback would find the
 deploy's build.
 
@@ -36,6 +42,9 @@ counts as sent and the step is retried, and the next attempt finds the build by 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from itsm_bridge.errors import NeedsHuman, OperationFailed
@@ -53,6 +62,36 @@ SYSTEM = "jenkins"
 PURPOSES = ("build", "deploy", "smoke_test", "rollback")
 IDENTITY = ("RELEASE_ID", "TASK")
 QUEUE_TREE = "items[id,task[url],actions[parameters[name,value]]]"
+DEFINITIONS_TREE = "buildable,property[parameterDefinitions[name]]"
+DEFINITIONS_TTL = 60.0  # seconds a job's definitions, once read, serve a first attempt
+
+
+class Definitions:
+    """The definitions (and `buildable`) of each job as last read, for first attempts."""
+
+    def __init__(
+        self, ttl: float = DEFINITIONS_TTL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._read: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, job: str, document: dict[str, Any]) -> None:
+        """Keep what a read of the job said (its builds are not kept)."""
+        kept = {"buildable": document.get("buildable"), "property": document.get("property")}
+        with self._lock:
+            self._read[job] = (self.clock(), kept)
+
+    def of(self, client: JenkinsClient, config: Settings, job: str) -> dict[str, Any]:
+        """The job's definitions read at most `ttl` seconds ago, else read now."""
+        with self._lock:
+            found = self._read.get(job)
+        if found is not None and self.clock() - found[0] <= self.ttl:
+            return found[1]
+        document = read_job(client, config, job, DEFINITIONS_TREE)
+        self.remember(job, document)
+        return document
 
 
 def build_tree(max_builds: int) -> str:
@@ -103,8 +142,12 @@ def start(
     release: Release,
     purpose: str,
     params: dict[str, str],
+    *,
+    first_attempt: bool = False,
+    known: Definitions | None = None,
 ) -> JobRef | None:
-    """Find the build this release and purpose already started, else trigger it once."""
+    """Find the build this release and purpose already started, else trigger it once; on a
+    first attempt, trigger it at once. `known` keeps the definitions each job had."""
     job = job_for(bridge, release, purpose)
     if job is None:
         return None
@@ -113,21 +156,26 @@ def start(
     identity = {key: params[key] for key in IDENTITY if key in params}
     ref = JobRef(system=SYSTEM, job=job, purpose=purpose, url=client.job_url(job))
 
-    item = find_queued(client, job, identity)
-    if item is not None:
-        log.info("jenkins: %s for %s is already queued (item %s)", job, release.id, item["id"])
-        return ref.model_copy(update={"queue_id": str(item["id"])})
-    document = read_job(client, config, job)
-    build = find_build(document, identity)
-    if build is not None:
-        log.info("jenkins: %s for %s already exists: #%s", job, release.id, build["number"])
-        return ref.model_copy(
-            update={
-                "build_id": str(build["number"]),
-                "queue_id": str(build["queueId"]) if build.get("queueId") else None,
-                "url": build.get("url") or ref.url,
-            }
-        )
+    known = known if known is not None else Definitions()
+    if first_attempt:
+        document = known.of(client, config, job)
+    else:
+        item = find_queued(client, job, identity)
+        if item is not None:
+            log.info("jenkins: %s for %s is already queued (item %s)", job, release.id, item["id"])
+            return ref.model_copy(update={"queue_id": str(item["id"])})
+        document = read_job(client, config, job, build_tree(config.max_builds))
+        known.remember(job, document)
+        build = find_build(document, identity)
+        if build is not None:
+            log.info("jenkins: %s for %s already exists: #%s", job, release.id, build["number"])
+            return ref.model_copy(
+                update={
+                    "build_id": str(build["number"]),
+                    "queue_id": str(build["queueId"]) if build.get("queueId") else None,
+                    "url": build.get("url") or ref.url,
+                }
+            )
     check_definitions(document, job, params, purposes_of(bridge, release.service, job))
     response = client.post_form(
         client.job_url(job) + "buildWithParameters", f"POST {job} buildWithParameters", params
@@ -154,12 +202,12 @@ def find_queued(client: JenkinsClient, job: str, identity: dict[str, str]) -> di
     return None
 
 
-def read_job(client: JenkinsClient, config: Settings, job: str) -> dict[str, Any]:
-    """The job's definitions and newest builds; a missing job is an error naming the key."""
+def read_job(client: JenkinsClient, config: Settings, job: str, tree: str) -> dict[str, Any]:
+    """The job's fields in `tree`; a missing job is an error naming the key."""
     document = client.get_json(
         client.job_url(job) + "api/json",
         f"GET {job}",
-        tree=build_tree(config.max_builds),
+        tree=tree,
         missing_ok=True,
     )
     if document is None:

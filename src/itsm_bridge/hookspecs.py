@@ -111,7 +111,9 @@ def release_scope(release: Release) -> list[BacklogItem] | None:
 
 
 @hookspec(firstresult=True)
-def start_job(release: Release, purpose: str, params: dict[str, str]) -> JobRef | None:
+def start_job(
+    release: Release, purpose: str, params: dict[str, str], first_attempt: bool
+) -> JobRef | None:
     """Start (or find already started) the job for one purpose of a release.
 
     :param release: the release.
@@ -119,6 +121,11 @@ def start_job(release: Release, purpose: str, params: dict[str, str]) -> JobRef 
     :param params: the parameters the core adds (``RELEASE_ID``, ``SERVICE``, ``VERSION``,
         ``CHANGE``, ``ROLLBACK_TO``, ``TASK``). The plugin must pass them on and use
         ``RELEASE_ID`` (and ``TASK``) to find a job it already started.
+    :param first_attempt: True when the core's committed state proves no start was ever
+        sent for this job: the task was created by the run of the process now calling, which
+        has not asked any plugin to start it before. The plugin may then trigger without
+        looking for an earlier job. False whenever an earlier attempt may have reached the CI
+        server (a retry, a restart, the build of step 4): look first.
     :returns: a reference to the queued or running job, or None when this plugin has no job
         for that purpose. Stops at first non-None result. When every plugin returns None the
         core turns the work into a manual task.

@@ -28,8 +28,13 @@ def follow_job(
     purpose: str,
     stored: dict[str, Any] | None,
     params: dict[str, str],
+    task: str | None = None,
 ) -> tuple[JobStatus | None, JobRef | None, bool]:
     """Start the job once, or ask for the status of the one already started.
+
+    `task`: the key of the task the job runs for; when this run created that task and has not
+    started it yet (`ctx.unstarted`), the start is its first attempt (taken, so any retry in
+    this run, like any later run, looks for an earlier job first).
 
     Returns (status, job, started_now). A job just started is returned without status so the
     caller commits its reference before anything else happens. `job` is None when no plugin
@@ -41,5 +46,9 @@ def follow_job(
         job = JobRef(**stored)
         status = host.hook.job_status(job=job)
         return status, (status.job if status is not None else job), False
-    job = host.hook.start_job(release=ctx.release, purpose=purpose, params=params)
+    first = task is not None and task in ctx.unstarted
+    ctx.unstarted.discard(task or "")
+    job = host.hook.start_job(
+        release=ctx.release, purpose=purpose, params=params, first_attempt=first
+    )
     return None, job, job is not None

@@ -28,6 +28,11 @@ class StepContext:
     now: datetime
     jobs: dict[str, JobRef] = field(default_factory=dict)  # the job of each automated task
     steps: list[StepRow] = field(default_factory=list)  # every step of the release
+    # Keys of the tasks this run of `Process.advance` created (committed) and whose job it has
+    # not asked a plugin to start yet: nothing can have started them, so their first start
+    # skips the look for an earlier one (`start_job(first_attempt=True)`). Shared by the
+    # steps of one run, taken (removed) by the start.
+    unstarted: set[str] = field(default_factory=set)
 
 
 @dataclass

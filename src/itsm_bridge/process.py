@@ -114,8 +114,9 @@ class Process:
         try:
             self._deliver(release_id)
             waited: set[int] = set()
+            unstarted: set[str] = set()  # tasks this run created, not started (StepContext)
             for _ in range(MAX_STEPS_PER_ADVANCE):
-                ran = self._run_next_step(release_id, waited)
+                ran = self._run_next_step(release_id, waited, unstarted)
                 if ran is None:
                     break
                 number, outcome = ran
@@ -154,7 +155,9 @@ class Process:
                 self._fence(tx, release_id)
                 tx.set_next_run(release_id, due)
 
-    def _run_next_step(self, release_id: str, waited: set[int]) -> tuple[int, Outcome] | None:
+    def _run_next_step(
+        self, release_id: str, waited: set[int], unstarted: set[str]
+    ) -> tuple[int, Outcome] | None:
         """Run one ready step not yet seen waiting in this pass; None when nothing is due.
         Raises `LeaseLost` before the step when this owner no longer holds the release (so
         no side effect is started)."""
@@ -186,6 +189,7 @@ class Process:
                 now=now,
                 jobs=jobs,
                 steps=steps,
+                unstarted=unstarted,
             )
             timeline = tx.events(release_id) if step.number == 16 else []
         started = time.monotonic()
@@ -246,6 +250,7 @@ class Process:
         release_id = ctx.release.id
         step = ctx.step
         now = self.clock()
+        created: list[str] = []
         with self.store.begin() as tx:
             self._fence(tx, release_id)
             current = tx.release(release_id, records=False)  # (records are added, not set)
@@ -267,7 +272,7 @@ class Process:
                 if tx.add_record(release_id, record):
                     release.records.append(record)
             if outcome.new_tasks:
-                tx.insert_tasks(release_id, outcome.new_tasks)
+                created = tx.insert_tasks(release_id, outcome.new_tasks)
             for task, job in outcome.task_updates:
                 tx.save_task(release_id, task, job)
             if outcome.core:
@@ -299,6 +304,7 @@ class Process:
             tx.update_release(release)
             if outcome.status != "waiting" or outcome.retry_at is None:
                 tx.set_next_run(release_id, now)
+        ctx.unstarted.update(created)  # committed: nothing can have started them yet
 
     @staticmethod
     def _planning_done(tx: Tx, release_id: str) -> bool:

@@ -137,7 +137,7 @@ def run_automated_task(env: StepEnv, ctx: StepContext, task: Task, job: JobRef |
         extra["ROLLBACK_TO"] = str(ctx.core.get("rollback_to") or "")
     params = job_params(ctx.release, purpose, **extra)
     stored = job.model_dump(mode="json") if job else None
-    status, ref, started = follow_job(env.host, ctx, purpose, stored, params)
+    status, ref, started = follow_job(env.host, ctx, purpose, stored, params, task=task.key)
     if ref is None:
         manual = task.model_copy(update={"kind": "manual"})
         return Outcome.progress(

@@ -708,9 +708,9 @@ def test_the_rollback_job_starts_before_plugins_are_told_of_the_failure(
     effects: list[tuple[str, str]] = []
     effect = h.vendor.effect
 
-    def logged(kind: str, key: str, value: Any = True) -> Any:
+    def logged(kind: str, key: str, value: Any = True, look: bool = True) -> Any:
         effects.append((kind, key))
-        return effect(kind, key, value)
+        return effect(kind, key, value, look)
 
     h.vendor.effect = logged  # type: ignore[method-assign]
     h.vendor.signals = [Signal(source="alertmanager", key="fp1", summary="down", at=h.clock.now)]
@@ -729,3 +729,20 @@ def test_the_rollback_job_starts_before_plugins_are_told_of_the_failure(
         "step 14 rollback: running: task Roll back: job rollback started",
         "step 14 rollback: waiting: task Roll back: job rollback running",
     ]
+
+
+def test_only_a_task_this_run_created_starts_without_a_look(tmp_path: Path) -> None:
+    """The rollback task created by step 14 starts at once (`first_attempt=True`); its retry
+    after a failed start, like the build of step 4, looks for an earlier job first."""
+    h = Harness(tmp_path)
+    rid = h.create()
+    assert h.run(rid, cycles=6).state.value == "verifying"
+    assert ("build", False) in h.vendor.first_attempts
+    h.vendor.failures["job"] = [TransientError("Jenkins answered 503")]
+    h.vendor.signals = [Signal(source="alertmanager", key="fp1", summary="down", at=h.clock.now)]
+    h.run(rid)
+    assert h.steps(rid)["rollback"][0] == "waiting"
+    h.run(rid, minutes=1)
+    rollbacks = [first for purpose, first in h.vendor.first_attempts if purpose == "rollback"]
+    assert rollbacks == [True, False]
+    assert not h.vendor.duplicates

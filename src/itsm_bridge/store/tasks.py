@@ -41,8 +41,13 @@ class TaskRows(QueueRows):
         """The job the task `key` started, if any."""
         return self.tasks_with_jobs(release_id)[1].get(key)
 
-    def insert_tasks(self, release_id: str, tasks: list[Task]) -> None:
-        existing = {task.key for task in self.tasks(release_id)}
+    def insert_tasks(self, release_id: str, tasks: list[Task]) -> list[str]:
+        """Add the tasks the release does not have yet (by key); returns the keys added."""
+        existing = set(
+            self.conn.execute(
+                sa.select(t.tasks.c.key).where(t.tasks.c.release_id == release_id)
+            ).scalars()
+        )
         rows = [
             {
                 "release_id": release_id,
@@ -58,6 +63,7 @@ class TaskRows(QueueRows):
         ]
         if rows:
             self.conn.execute(t.tasks.insert(), rows)
+        return [str(row["key"]) for row in rows]
 
     def save_task(self, release_id: str, task: Task, job: JobRef | None = None) -> None:
         values: dict[str, Any] = {

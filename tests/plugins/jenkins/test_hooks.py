@@ -48,18 +48,29 @@ def release() -> Release:
 
 
 def test_hook_start_job(host: PluginHost, jenkins_sandbox: JenkinsSandbox) -> None:
-    ref = host.hook.start_job(release=release(), purpose="build", params=PARAMS)
+    ref = host.hook.start_job(
+        release=release(), purpose="build", params=PARAMS, first_attempt=False
+    )
     assert isinstance(ref, JobRef) and ref.system == "jenkins" and ref.queue_id == "1"
-    again = host.hook.start_job(release=release(), purpose="build", params=PARAMS)
+    again = host.hook.start_job(
+        release=release(), purpose="build", params=PARAMS, first_attempt=False
+    )
     assert again == ref  # found in the queue, not triggered twice
-    assert host.hook.start_job(release=release(), purpose="smoke_test", params=PARAMS) is None
+    assert (
+        host.hook.start_job(
+            release=release(), purpose="smoke_test", params=PARAMS, first_attempt=False
+        )
+        is None
+    )
     assert len(jenkins_sandbox.requests_to("POST")) == 1
 
 
 def test_hook_job_status(
     host: PluginHost, jenkins_sandbox: JenkinsSandbox, clock: ManualClock
 ) -> None:
-    ref = host.hook.start_job(release=release(), purpose="build", params=PARAMS)
+    ref = host.hook.start_job(
+        release=release(), purpose="build", params=PARAMS, first_attempt=False
+    )
     assert host.hook.job_status(job=ref).state == JobState.QUEUED
     clock.tick(5)
     status = host.hook.job_status(job=ref)

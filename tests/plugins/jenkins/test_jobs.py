@@ -310,3 +310,60 @@ def test_a_lost_answer_then_a_restart_triggers_once(
     ref = restarted.start_job(release=release, purpose="build", params=core_params())
     assert ref is not None and ref.queue_id == "41"
     assert len(posts()) == 1
+
+
+# -- a first attempt: the core proved nothing was started, so nothing is looked for ---------
+def gets() -> list[str]:
+    return [c.request.url for c in responses.calls if c.request.method == "GET"]
+
+
+@responses.activate
+def test_a_first_attempt_reads_only_the_definitions_then_triggers(
+    plugin: JenkinsPlugin, release: Release, core_params: Callable[..., dict[str, str]]
+) -> None:
+    mock_jenkins("payments/rollback")
+    params = core_params(TASK="rollback", ROLLBACK_TO="1.3.0")
+    ref = plugin.start_job(release=release, purpose="rollback", params=params, first_attempt=True)
+    assert ref is not None and ref.queue_id == "41"
+    [definitions] = gets()  # no queue, no builds
+    assert definitions == (
+        job_url("payments/rollback")
+        + "api/json?tree=buildable%2Cproperty%5BparameterDefinitions%5Bname%5D%5D"
+    )
+    assert len(posts()) == 1
+    # the definitions just read serve the next first attempt of that job: a POST alone
+    plugin.start_job(release=release, purpose="rollback", params=params, first_attempt=True)
+    assert len(gets()) == 1 and len(posts()) == 2
+
+
+@responses.activate
+def test_a_lookup_s_read_serves_a_later_first_attempt_until_it_is_a_minute_old(
+    plugin: JenkinsPlugin, release: Release, core_params: Callable[..., dict[str, str]]
+) -> None:
+    now = [1000.0]
+    plugin.definitions.clock = lambda: now[0]
+    mock_jenkins("payments/deploy")
+    params = core_params(TASK="deploy")
+    plugin.start_job(release=release, purpose="deploy", params=params)  # looks: 2 GETs
+    assert len(gets()) == 2
+    now[0] += 60.0
+    plugin.start_job(release=release, purpose="deploy", params=params, first_attempt=True)
+    assert len(gets()) == 2  # read 60 s ago: still trusted
+    now[0] += 0.5
+    plugin.start_job(release=release, purpose="deploy", params=params, first_attempt=True)
+    assert len(gets()) == 3 and len(posts()) == 3
+
+
+@responses.activate
+def test_a_first_attempt_still_refuses_a_job_without_release_id(
+    plugin: JenkinsPlugin, release: Release, core_params: Callable[..., dict[str, str]]
+) -> None:
+    mock_jenkins("payments/rollback", defined=["VERSION"])
+    with pytest.raises(NeedsHuman, match="RELEASE_ID"):
+        plugin.start_job(
+            release=release,
+            purpose="rollback",
+            params=core_params(TASK="rollback"),
+            first_attempt=True,
+        )
+    assert posts() == []
