@@ -28,12 +28,13 @@ Usage:
 
     .venv/bin/python bench/bench_alert.py [--deliveries 1000] [--releases 250] [--workers 8]
 
-Figures of 2026-12-03, afternoon (1,000 deliveries, 250 releases watched, 8 workers, the
-2-core VM): notification -> rollback request p50 39.7 ms, p90 50.3, p99 62.2, max 257.9
-(stored: p50 3.1, p99 8.6); bare loopback round trip p50 0.19 ms, p99 0.37; ratio p50 208x,
-p99 167x. The same code, 2 rounds of 250: p50 36.5, p99 62.7. The morning's code: p50 50.1,
-p99 117.2 (a run of it this afternoon: p50 83.3, p99 329.3; the VM's speed varies by up to
-1.6x between runs). The target p99 < 50 ms is not met yet.
+Figures of 2026-12-03, evening (1,000 deliveries, 250 releases watched, 8 workers, the 2-core
+VM): notification -> rollback request p50 28.6 ms, p90 35.6, p99 44.2, max 53.5 (stored: p50
+3.4, p99 7.2); bare loopback round trip p50 0.24 ms, p99 0.45; ratio p50 119x, p99 98x. The
+target p99 < 50 ms is met. One round of 250, the same VM: p50 26.2, p99 42.3; before the
+rollback job's first start skipped the Jenkins queue and builds lookup (one `POST` instead of
+two `GET`s and a `POST`): p50 31.2, p99 57.2. The afternoon's code, another VM: p50 39.7,
+p99 62.2; the VM's speed varies by up to 1.6x between runs.
 """
 
 from __future__ import annotations
