@@ -146,9 +146,16 @@ class FakeVendorPlugin:
 
     @hookimpl
     def start_job(
-        self, release: Release, purpose: str, params: dict[str, str], first_attempt: bool
+        self,
+        release: Release,
+        purpose: str,
+        params: dict[str, str],
+        first_attempt: bool,
+        superseded: list[JobRef],
     ) -> JobRef:
         key = f"{params['RELEASE_ID']}:{purpose}:{params.get('TASK', '')}"
+        if superseded:  # a run after a retry: the earlier runs' jobs are not this one
+            key += f"#{len(superseded) + 1}"
         self.v.jobs_started.append({"purpose": purpose, **params})
         self.v.first_attempts.append((purpose, first_attempt))
         self.v.effect("job", key, {"polls": 0}, look=not first_attempt)
@@ -161,8 +168,10 @@ class FakeVendorPlugin:
         self.v.save()
         if record["polls"] < 2:
             return JobStatus(state=JobState.RUNNING, job=job)
-        result = self.v.job_results.get(job.purpose, "succeeded")
-        return JobStatus(state=JobState(result), job=job, tests=self.v.tests)
+        if "result" not in record:  # a finished job keeps its result
+            record["result"] = self.v.job_results.get(job.purpose, "succeeded")
+            self.v.save()
+        return JobStatus(state=JobState(record["result"]), job=job, tests=self.v.tests)
 
     @hookimpl
     def task_finished(self, release: Release, task: Task) -> None:

@@ -69,10 +69,15 @@ class JenkinsPlugin:
     # -- steps 4, 11, 12, 14 ---------------------------------------------------------------
     @hookimpl
     def start_job(
-        self, release: Release, purpose: str, params: dict[str, str], first_attempt: bool = False
+        self,
+        release: Release,
+        purpose: str,
+        params: dict[str, str],
+        first_attempt: bool = False,
+        superseded: list[JobRef] | None = None,
     ) -> JobRef | None:
         """Start the service's job for `purpose` once (found again by RELEASE_ID and TASK;
-        not looked for on the core's proven first attempt)."""
+        not looked for on the core's proven first attempt; never one of `superseded`)."""
         return jobs.start(
             self.client,
             self.config,
@@ -82,6 +87,7 @@ class JenkinsPlugin:
             params,
             first_attempt=first_attempt,
             known=self.definitions,
+            superseded=superseded,
         )
 
     @hookimpl

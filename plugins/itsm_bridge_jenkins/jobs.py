@@ -19,6 +19,10 @@ step 11) say which release and task it belongs to. Before triggering, in this or
    (`Task.createExecutable`), so for those few milliseconds the build is in neither list; a
    restart whose lookup falls exactly there would trigger a second build.
 
+After `release retry` of a failed build the core passes the builds it gave up on
+(`superseded`): an item or build that is one of them (same queue id or build number) is not
+the one this run looks for, so a new build is triggered.
+
 A first attempt (`first_attempt=True`: the core created the task in the run now calling and has
 not asked for its start before, so nothing can have started it) skips both lookups and
 triggers at once; a retry, a restart or the build of step 4 always looks first.
@@ -145,6 +149,7 @@ def start(
     *,
     first_attempt: bool = False,
     known: Definitions | None = None,
+    superseded: list[JobRef] | None = None,
 ) -> JobRef | None:
     """Find the build this release and purpose already started, else trigger it once; on a
     first attempt, trigger it at once. `known` keeps the definitions each job had."""
@@ -157,16 +162,17 @@ def start(
     ref = JobRef(system=SYSTEM, job=job, purpose=purpose, url=client.job_url(job))
 
     known = known if known is not None else Definitions()
+    skip = Superseded.of(job, superseded or [])
     if first_attempt:
         document = known.of(client, config, job)
     else:
-        item = find_queued(client, job, identity)
+        item = find_queued(client, job, identity, skip)
         if item is not None:
             log.info("jenkins: %s for %s is already queued (item %s)", job, release.id, item["id"])
             return ref.model_copy(update={"queue_id": str(item["id"])})
         document = read_job(client, config, job, build_tree(config.max_builds))
         known.remember(job, document)
-        build = find_build(document, identity)
+        build = find_build(document, identity, skip)
         if build is not None:
             log.info("jenkins: %s for %s already exists: #%s", job, release.id, build["number"])
             return ref.model_copy(
@@ -190,14 +196,46 @@ def start(
     return ref.model_copy(update={"queue_id": str(queue_id)})
 
 
-def find_queued(client: JenkinsClient, job: str, identity: dict[str, str]) -> dict[str, Any] | None:
-    """The queue item of `job` with this identity, if one waits."""
+class Superseded:
+    """The queue items and builds of one job that an earlier run started and gave up on."""
+
+    def __init__(self, queue_ids: set[str], builds: set[str]) -> None:
+        self.queue_ids = queue_ids
+        self.builds = builds
+
+    @classmethod
+    def of(cls, job: str, refs: list[JobRef]) -> Superseded:
+        mine = [ref for ref in refs if ref.job == job]
+        return cls(
+            {ref.queue_id for ref in mine if ref.queue_id},
+            {ref.build_id for ref in mine if ref.build_id},
+        )
+
+    def item(self, item: dict[str, Any]) -> bool:
+        return str(item.get("id")) in self.queue_ids
+
+    def build(self, build: dict[str, Any]) -> bool:
+        return str(build.get("number")) in self.builds or str(build.get("queueId")) in (
+            self.queue_ids
+        )
+
+
+NOTHING_SUPERSEDED = Superseded(set(), set())
+
+
+def find_queued(
+    client: JenkinsClient,
+    job: str,
+    identity: dict[str, str],
+    skip: Superseded = NOTHING_SUPERSEDED,
+) -> dict[str, Any] | None:
+    """The queue item of `job` with this identity, if one waits (and is not superseded)."""
     queue = client.get_json(client.url("/queue/api/json"), "GET queue", tree=QUEUE_TREE)
     for item in (queue or {}).get("items") or []:
         task = item.get("task") or {}
         if job_from_url(str(task.get("url") or "")) != job:
             continue
-        if matches(parameters_of(item), identity):
+        if matches(parameters_of(item), identity) and not skip.item(item):
             return dict(item)
     return None
 
@@ -219,10 +257,14 @@ def read_job(client: JenkinsClient, config: Settings, job: str, tree: str) -> di
     return dict(document)
 
 
-def find_build(document: dict[str, Any], identity: dict[str, str]) -> dict[str, Any] | None:
-    """The newest build of the job document with this identity."""
+def find_build(
+    document: dict[str, Any], identity: dict[str, str], skip: Superseded = NOTHING_SUPERSEDED
+) -> dict[str, Any] | None:
+    """The newest build of the job document with this identity (and not superseded)."""
     for build in document.get("builds") or []:
-        if isinstance(build, dict) and matches(parameters_of(build), identity):
+        if not isinstance(build, dict) or skip.build(build):
+            continue
+        if matches(parameters_of(build), identity):
             return build
     return None
 

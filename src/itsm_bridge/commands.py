@@ -375,5 +375,10 @@ class ReleaseCommands:
         for step in tx.steps(release_id):
             if step.number == number and (force or step.status != "done"):
                 step.status, step.detail, step.finished_at, step.attempts = "pending", "", None, 0
-                step.state = {}  # run it afresh: findings, approval request, jobs, retries
+                # run it afresh (findings, approval request, jobs, retries); a job it started
+                # is superseded: the step starts a new one instead of finding that one again
+                superseded = list(step.state.get("superseded", []))
+                if step.state.get("job"):
+                    superseded.append(step.state["job"])
+                step.state = {"superseded": superseded} if superseded else {}
                 tx.save_step(release_id, step)

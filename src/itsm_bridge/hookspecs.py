@@ -112,7 +112,11 @@ def release_scope(release: Release) -> list[BacklogItem] | None:
 
 @hookspec(firstresult=True)
 def start_job(
-    release: Release, purpose: str, params: dict[str, str], first_attempt: bool
+    release: Release,
+    purpose: str,
+    params: dict[str, str],
+    first_attempt: bool,
+    superseded: list[JobRef],
 ) -> JobRef | None:
     """Start (or find already started) the job for one purpose of a release.
 
@@ -126,6 +130,9 @@ def start_job(
         has not asked any plugin to start it before. The plugin may then trigger without
         looking for an earlier job. False whenever an earlier attempt may have reached the CI
         server (a retry, a restart, the build of step 4): look first.
+    :param superseded: jobs an earlier run of this step started for the same purpose and a
+        person chose to run again (`release retry` after a failed build): never return one
+        of them as the job already started; start a new one. Usually empty.
     :returns: a reference to the queued or running job, or None when this plugin has no job
         for that purpose. Stops at first non-None result. When every plugin returns None the
         core turns the work into a manual task.

@@ -29,12 +29,14 @@ def follow_job(
     stored: dict[str, Any] | None,
     params: dict[str, str],
     task: str | None = None,
+    superseded: list[dict[str, Any]] | None = None,
 ) -> tuple[JobStatus | None, JobRef | None, bool]:
     """Start the job once, or ask for the status of the one already started.
 
     `task`: the key of the task the job runs for; when this run created that task and has not
     started it yet (`ctx.unstarted`), the start is its first attempt (taken, so any retry in
-    this run, like any later run, looks for an earlier job first).
+    this run, like any later run, looks for an earlier job first). `superseded`: the stored
+    references of jobs a person chose to run again (`release retry`); a new one is started.
 
     Returns (status, job, started_now). A job just started is returned without status so the
     caller commits its reference before anything else happens. `job` is None when no plugin
@@ -49,6 +51,10 @@ def follow_job(
     first = task is not None and task in ctx.unstarted
     ctx.unstarted.discard(task or "")
     job = host.hook.start_job(
-        release=ctx.release, purpose=purpose, params=params, first_attempt=first
+        release=ctx.release,
+        purpose=purpose,
+        params=params,
+        first_attempt=first,
+        superseded=[JobRef(**ref) for ref in superseded or []],
     )
     return None, job, job is not None

@@ -119,9 +119,18 @@ def step_backlog(env: StepEnv, ctx: StepContext) -> Outcome:
 
 def step_build(env: StepEnv, ctx: StepContext) -> Outcome:
     """Step 4: produce the build package (a CI job); its result (number, URL, artifacts,
-    tests) is recorded on the release (`Release.build`) for the evaluation and the change."""
+    tests) is recorded on the release (`Release.build`) for the evaluation and the change.
+    After `release retry`, the builds of earlier runs (`superseded`) are not this run's."""
     params = job_params(ctx.release, "build")
-    status, job, started = follow_job(env.host, ctx, "build", ctx.step.state.get("job"), params)
+    step_state = ctx.step.state
+    status, job, started = follow_job(
+        env.host,
+        ctx,
+        "build",
+        step_state.get("job"),
+        params,
+        superseded=step_state.get("superseded"),
+    )
     if job is None:
         return Outcome.skipped("no CI plugin started a build job: the package is built outside")
     state: dict[str, Any] = {"job": job.model_dump(mode="json")}

@@ -72,6 +72,19 @@ def test_failed_build_blocks(tmp_path: Path) -> None:
     assert h.steps(rid)["build"][0] == "failed"
 
 
+def test_a_retry_after_a_failed_build_builds_again(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.vendor.job_results["build"] = "failed"
+    rid = h.create()
+    assert h.run(rid, cycles=3).state.value == "blocked"
+    h.vendor.job_results["build"] = "succeeded"  # the fix was pushed
+    h.commands.retry(rid)
+    h.run(rid, cycles=4)
+    assert h.steps(rid)["build"][0] == "done", h.steps(rid)["build"]
+    builds = [k for k in h.vendor.records if k.startswith(f"job/{rid}:build:")]
+    assert builds == [f"job/{rid}:build:", f"job/{rid}:build:#2"]  # the failed one, a new one
+
+
 def test_rejected_change_blocks_with_the_comment(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.vendor.approval = "rejected"

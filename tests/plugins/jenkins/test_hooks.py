@@ -49,16 +49,20 @@ def release() -> Release:
 
 def test_hook_start_job(host: PluginHost, jenkins_sandbox: JenkinsSandbox) -> None:
     ref = host.hook.start_job(
-        release=release(), purpose="build", params=PARAMS, first_attempt=False
+        release=release(), purpose="build", params=PARAMS, first_attempt=False, superseded=[]
     )
     assert isinstance(ref, JobRef) and ref.system == "jenkins" and ref.queue_id == "1"
     again = host.hook.start_job(
-        release=release(), purpose="build", params=PARAMS, first_attempt=False
+        release=release(), purpose="build", params=PARAMS, first_attempt=False, superseded=[]
     )
     assert again == ref  # found in the queue, not triggered twice
     assert (
         host.hook.start_job(
-            release=release(), purpose="smoke_test", params=PARAMS, first_attempt=False
+            release=release(),
+            purpose="smoke_test",
+            params=PARAMS,
+            first_attempt=False,
+            superseded=[],
         )
         is None
     )
@@ -69,7 +73,7 @@ def test_hook_job_status(
     host: PluginHost, jenkins_sandbox: JenkinsSandbox, clock: ManualClock
 ) -> None:
     ref = host.hook.start_job(
-        release=release(), purpose="build", params=PARAMS, first_attempt=False
+        release=release(), purpose="build", params=PARAMS, first_attempt=False, superseded=[]
     )
     assert host.hook.job_status(job=ref).state == JobState.QUEUED
     clock.tick(5)

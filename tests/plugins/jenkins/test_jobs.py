@@ -13,7 +13,7 @@ import responses
 
 from itsm_bridge.errors import NeedsHuman
 from itsm_bridge.http import HTTPRequestError, HTTPTransientError
-from itsm_bridge.models import Release
+from itsm_bridge.models import JobRef, Release
 from itsm_bridge.settings import settings_from_mapping
 from itsm_bridge_jenkins import JenkinsPlugin, Settings
 
@@ -367,3 +367,41 @@ def test_a_first_attempt_still_refuses_a_job_without_release_id(
             first_attempt=True,
         )
     assert posts() == []
+
+
+# -- after `release retry`: the superseded builds are not the one looked for ---------------
+@responses.activate
+def test_a_superseded_build_or_queue_item_is_passed_over_and_a_new_build_triggered(
+    plugin: JenkinsPlugin, release: Release, core_params: Callable[..., dict[str, str]]
+) -> None:
+    old = build(3, "payments/build", 40, RELEASE_ID=RID)
+    queued = queue_item(44, "payments/build", RELEASE_ID=RID)
+    mock_jenkins("payments/build", queue=[queued], builds=[old])
+    superseded = [
+        JobRef(
+            system="jenkins", job="payments/build", purpose="build", queue_id="40", build_id="3"
+        ),
+        JobRef(system="jenkins", job="payments/build", purpose="build", queue_id="44"),
+    ]
+    ref = plugin.start_job(
+        release=release, purpose="build", params=core_params(), superseded=superseded
+    )
+    assert ref is not None and ref.queue_id == "41"  # the new trigger's item
+    assert len(posts()) == 1
+
+
+@responses.activate
+def test_a_build_superseded_in_another_job_or_by_queue_id_alone(
+    plugin: JenkinsPlugin, release: Release, core_params: Callable[..., dict[str, str]]
+) -> None:
+    mock_jenkins("payments/build", builds=[build(3, "payments/build", 40, RELEASE_ID=RID)])
+    other_job = JobRef(system="jenkins", job="payments/deploy", purpose="deploy", build_id="3")
+    ref = plugin.start_job(
+        release=release, purpose="build", params=core_params(), superseded=[other_job]
+    )
+    assert ref is not None and ref.build_id == "3" and posts() == []  # not superseded: found
+    by_queue = JobRef(system="jenkins", job="payments/build", purpose="build", queue_id="40")
+    ref = plugin.start_job(
+        release=release, purpose="build", params=core_params(), superseded=[by_queue]
+    )
+    assert ref is not None and ref.queue_id == "41" and len(posts()) == 1

@@ -187,6 +187,34 @@ def test_an_aborted_build_says_who(
     assert "payments/deploy #1 aborted by sandbox" in status.detail
 
 
+def test_a_retried_build_is_a_new_build_and_a_restart_of_the_retry_finds_it(
+    sandbox_plugin: Callable[..., JenkinsPlugin],
+    jenkins_sandbox: JenkinsSandbox,
+    clock: ManualClock,
+    release: Release,
+    core_params: Callable[..., dict[str, str]],
+) -> None:
+    plugin = sandbox_plugin()
+    failed = plugin.start_job(release=release, purpose="build", params=core_params())
+    assert failed is not None
+    clock.tick(0.5)
+    jenkins_sandbox.finish("payments/build", 1, "FAILURE")
+    failed = follow(plugin, failed, clock).job
+    assert failed.build_id == "1"
+    # `release retry`: the failed build is superseded, so a new one is triggered ...
+    retried = plugin.start_job(
+        release=release, purpose="build", params=core_params(), superseded=[failed]
+    )
+    assert retried is not None and retried.queue_id != failed.queue_id
+    # ... and a restart during the retry finds that new one, not the failed one
+    again = sandbox_plugin().start_job(
+        release=release, purpose="build", params=core_params(), superseded=[failed]
+    )
+    assert again is not None and again.queue_id == retried.queue_id
+    assert len(triggers(jenkins_sandbox, "payments/build")) == 2
+    assert follow(plugin, again, clock).state == JobState.SUCCEEDED
+
+
 def test_a_password_gets_one_crumb_per_session(
     make_plugin: Callable[..., JenkinsPlugin],
     clock: ManualClock,
