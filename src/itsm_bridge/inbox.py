@@ -244,7 +244,7 @@ def _act(store: Store, process: Process, row: dict[str, Any]) -> None:
         if row["kind"] == SCOPE:
             targets = scope_targets(tx.releases_in(lifecycle.CANCELLABLE), payload)
         elif signal is not None:
-            targets = signals.concerned(tx.impacts_in(signals.WATCHED), signal)
+            targets = signals.concerned(tx.impacts_in(signals.WATCHED, signal.service), signal)
         elif row.get("release_id") and tx.release(row["release_id"]) is not None:
             targets = [row["release_id"]]
         else:

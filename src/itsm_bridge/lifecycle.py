@@ -5,7 +5,22 @@ Pure data and checks: `process.py` drives releases through them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
 from itsm_bridge.models import ReleaseState as S
+
+
+class StepLike(Protocol):
+    """What choosing the next step reads of a step row (`store.StepRow`)."""
+
+    number: int
+    status: str
+    state: dict[str, Any]
+
+
+Step = TypeVar("Step", bound=StepLike)
 
 STEPS: tuple[tuple[int, str], ...] = (
     (1, "demand"),
@@ -108,3 +123,31 @@ def ready_steps(statuses: dict[int, str]) -> list[int]:
         for number, _ in STEPS
         if statuses[number] not in ended and all(satisfied(need) for need in NEEDS[number])
     ]
+
+
+def next_step(
+    state: S, steps: Sequence[Step], waited: set[int], now: datetime
+) -> tuple[Step | None, datetime | None]:
+    """The step to run now: the first ready one not seen waiting in this run (`waited`) and
+    not waiting for a later `retry_at`. Else (None, when the release is due again: the
+    earliest retry of a ready step; None for never, e.g. a closed or blocked release)."""
+    if state in TERMINAL or state == S.BLOCKED:
+        return None, None
+    ready = ready_steps({s.number: s.status for s in steps})
+    pending = [s for s in steps if s.number in ready]
+    runnable = [s for s in pending if s.number not in waited and not _not_yet(s, now)]
+    if runnable:
+        return runnable[0], None
+    retry = [r for r in (retry_at(s) for s in pending) if r is not None]
+    return None, min(retry, default=None)
+
+
+def retry_at(step: StepLike) -> datetime | None:
+    """When a waiting step asks its plugins again (None: at the next run)."""
+    value = step.state.get("retry_at")
+    return datetime.fromisoformat(value) if value else None
+
+
+def _not_yet(step: StepLike, now: datetime) -> bool:
+    retry = retry_at(step)
+    return step.status == "waiting" and retry is not None and retry > now

@@ -19,6 +19,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,7 +38,7 @@ from itsm_bridge.outcome import Outcome, StepContext
 from itsm_bridge.plugins import PluginHost
 from itsm_bridge.settings import BridgeSettings
 from itsm_bridge.steps_plan import StepEnv
-from itsm_bridge.store import StepRow, Store, Tx
+from itsm_bridge.store import Store, Tx
 
 log = logging.getLogger(__name__)
 
@@ -104,26 +105,24 @@ class Process:
         to this owner; the lease is not taken again while less than half its time has passed
         since (each commit renews it anyway, and refuses when it was lost).
         """
-        fresh = claimed_at is not None and (
-            time.monotonic() - claimed_at < self.lease_ttl.total_seconds() / 2
-        )
-        if not fresh:
+        half = self.lease_ttl.total_seconds() / 2
+        if claimed_at is None or time.monotonic() - claimed_at >= half:
+            claimed_at = time.monotonic()
             with self.store.begin() as tx:
                 if not tx.lease_release(release_id, self.owner, self.lease_ttl):
                     return False
+        run = _Run(renewed_at=claimed_at)
         try:
             self._deliver(release_id)
-            waited: set[int] = set()
-            unstarted: set[str] = set()  # tasks this run created, not started (StepContext)
             for _ in range(MAX_STEPS_PER_ADVANCE):
-                ran = self._run_next_step(release_id, waited, unstarted)
+                ran = self._run_next_step(release_id, run)
                 if ran is None:
                     break
                 number, outcome = ran
                 if outcome.status == "waiting" and outcome.fail is None:
-                    waited.add(number)
+                    run.waited.add(number)
                 else:
-                    waited.clear()  # progress may have unblocked a step that waited
+                    run.waited.clear()  # progress may have unblocked a step that waited
                 if not _rollback_first(number, outcome):
                     self._deliver(release_id)
             self._schedule_delivery(release_id)
@@ -155,43 +154,44 @@ class Process:
                 self._fence(tx, release_id)
                 tx.set_next_run(release_id, due)
 
-    def _run_next_step(
-        self, release_id: str, waited: set[int], unstarted: set[str]
-    ) -> tuple[int, Outcome] | None:
+    def _run_next_step(self, release_id: str, run: _Run) -> tuple[int, Outcome] | None:
         """Run one ready step not yet seen waiting in this pass; None when nothing is due.
         Raises `LeaseLost` before the step when this owner no longer holds the release (so
-        no side effect is started)."""
-        with self.store.begin() as tx:
-            self._fence(tx, release_id)
+        no side effect is started). While less than half the lease's time has passed since
+        this run took or renewed it (a commit renews it), it is held for certain: the step is
+        read without renewing it, off the write lock (the heartbeat around the step renews
+        it a third of the lease in, before it can run out)."""
+        held = time.monotonic() - run.renewed_at < self.lease_ttl.total_seconds() / 2
+        if not held:
+            run.renewed_at = time.monotonic()
+        with self.store.read() if held else self.store.begin() as tx:
+            if not held:
+                self._fence(tx, release_id)
             found = tx.release_with_core(release_id)
             if found is None:
                 return None
             release, core = found
-            if release.state in lifecycle.TERMINAL or release.state == ReleaseState.BLOCKED:
-                tx.set_next_run(release_id, None)
-                return None
             steps = tx.steps(release_id)
-            ready = lifecycle.ready_steps({s.number: s.status for s in steps})
             now = self.clock()
-            pending = [s for s in steps if s.number in ready]
-            runnable = [s for s in pending if s.number not in waited and not _not_yet(s, now)]
-            if not runnable:
-                retry = [r for r in (_retry_at(s) for s in pending) if r is not None]
-                tx.set_next_run(release_id, min(retry, default=None))
-                return None
-            step = runnable[0]
-            tasks, jobs = tx.tasks_with_jobs(release_id)
-            ctx = StepContext(
-                release=release,
-                step=step,
-                tasks=tasks,
-                core=core,
-                now=now,
-                jobs=jobs,
-                steps=steps,
-                unstarted=unstarted,
-            )
-            timeline = tx.events(release_id) if step.number == 16 else []
+            step, look_again = lifecycle.next_step(release.state, steps, run.waited, now)
+            if step is not None:
+                tasks, jobs = tx.tasks_with_jobs(release_id)
+                ctx = StepContext(
+                    release=release,
+                    step=step,
+                    tasks=tasks,
+                    core=core,
+                    now=now,
+                    jobs=jobs,
+                    steps=steps,
+                    unstarted=run.unstarted,
+                )
+                timeline = tx.events(release_id) if step.number == 16 else []
+        if step is None:  # nothing to run now
+            with self.store.begin() as tx:
+                self._fence(tx, release_id)
+                tx.set_next_run(release_id, look_again)
+            return None
         started = time.monotonic()
         with heartbeat(self.store, release_id, self.owner, self.lease_ttl, self.max_hold):
             outcome = self._call_step(ctx, timeline)
@@ -199,7 +199,9 @@ class Process:
             self.on_step(step.number, outcome.status, time.monotonic() - started)
         if outcome.status == "waiting" and outcome.retry_at is None:
             outcome.retry_at = now + self.env.poll
-        self._commit(ctx, outcome)
+        committing = time.monotonic()
+        self._commit(ctx, outcome)  # (it renews the lease, or raises LeaseLost)
+        run.renewed_at = committing
         return step.number, outcome
 
     def _call_step(self, ctx: StepContext, timeline: list[Event]) -> Outcome:
@@ -409,11 +411,10 @@ def _skip_reason(reason: str, at_step: int | None) -> str:
     return reason if at_step is None else f"the release failed ({reason})"
 
 
-def _retry_at(step: StepRow) -> datetime | None:
-    value = step.state.get("retry_at")
-    return datetime.fromisoformat(value) if value else None
+@dataclass
+class _Run:
+    """What one `Process.advance` carries from step to step."""
 
-
-def _not_yet(step: StepRow, now: datetime) -> bool:
-    retry = _retry_at(step)
-    return step.status == "waiting" and retry is not None and retry > now
+    renewed_at: float  # when (time.monotonic) this run took or last renewed the lease
+    waited: set[int] = field(default_factory=set)  # steps seen waiting since the last progress
+    unstarted: set[str] = field(default_factory=set)  # tasks it created, not started yet

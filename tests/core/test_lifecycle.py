@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
+from itsm_bridge import lifecycle
 from itsm_bridge.lifecycle import (
     NEEDS,
     STEPS,
@@ -11,6 +14,7 @@ from itsm_bridge.lifecycle import (
     ready_steps,
 )
 from itsm_bridge.models import ReleaseState as S
+from itsm_bridge.store import StepRow
 
 LEGAL = [(a, b) for a, targets in TRANSITIONS.items() for b in targets]
 
@@ -75,3 +79,17 @@ def test_failed_steps_end_their_dependants_wait() -> None:
         {13: "failed", 14: "pending", 15: "pending", 16: "pending", 17: "pending", 18: "pending"}
     )
     assert ready_steps(statuses) == [14]
+
+
+def test_the_next_step_is_the_first_ready_one_not_waiting_for_later() -> None:
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    later = now + timedelta(minutes=5)
+    steps = [StepRow(number=n, name=name, status="done") for n, name in lifecycle.STEPS]
+    for step in steps[12:]:
+        step.status = "pending"  # verifying: 13 watches, the rest waits for it
+    steps[12].status, steps[12].state = "waiting", {"retry_at": later.isoformat()}
+    assert lifecycle.next_step(S.VERIFYING, steps, set(), now) == (None, later)
+    assert lifecycle.next_step(S.VERIFYING, steps, set(), later) == (steps[12], None)
+    assert lifecycle.next_step(S.VERIFYING, steps, {13}, later) == (None, later)
+    assert lifecycle.next_step(S.CLOSED, steps, set(), later) == (None, None)
+    assert lifecycle.next_step(S.BLOCKED, steps, set(), later) == (None, None)

@@ -15,6 +15,7 @@ from itsm_bridge.errors import TransientError, UsageError
 from itsm_bridge.hookspecs import hookimpl
 from itsm_bridge.models import Event, JobRef, JobStatus, Release, Signal
 from itsm_bridge.outcome import StepContext
+from itsm_bridge.process import _Run
 from itsm_bridge.store import Tx
 from itsm_bridge.views import release_json, render_show
 from process_harness import JOBS, Harness
@@ -759,3 +760,27 @@ def test_only_a_task_this_run_created_starts_without_a_look(tmp_path: Path) -> N
     rollbacks = [first for purpose, first in h.vendor.first_attempts if purpose == "rollback"]
     assert rollbacks == [True, False]
     assert not h.vendor.duplicates
+
+
+def test_a_step_is_read_without_renewing_a_lease_renewed_less_than_half_its_time_ago(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(tmp_path, server={"lease_seconds": 30})
+    rid = h.create()
+    renewals: list[str] = []
+    renew = Tx.renew_release_lease
+
+    def counted(self: Tx, release_id: str, owner: str, ttl: timedelta) -> bool:
+        renewals.append(release_id)
+        return renew(self, release_id, owner, ttl)
+
+    monkeypatch.setattr(Tx, "renew_release_lease", counted)
+    with h.store.begin() as tx:
+        assert tx.lease_release(rid, h.process.owner, timedelta(seconds=30))
+    run = _Run(renewed_at=time.monotonic() - 14.0)
+    assert h.process._run_next_step(rid, run) is not None
+    assert renewals == [rid]  # the commit's fence only
+    assert time.monotonic() - run.renewed_at < 1.0  # the commit renewed it
+    run.renewed_at = time.monotonic() - 15.0  # half the lease: read under a renewal
+    assert h.process._run_next_step(rid, run) is not None
+    assert renewals == [rid] * 3

@@ -327,3 +327,35 @@ def test_the_health_of_a_release(store: Store) -> None:
         assert tx.health("rel-1") == ("failed", "HTTP 401", "7,13", "alertmanager: down")
         tx.set_core_data("rel-1", attention=None)  # as the outbox clears it
         assert tx.health("rel-1") == ("failed", "", "7,13", "alertmanager: down")
+
+
+def test_the_releases_a_name_may_concern_are_read_narrowed_to_it(store: Store) -> None:
+    """`impacts_in(states, naming)`: the releases of that service or holding that name in
+    their impact; a name a JSON encoder might escape reads every watched release."""
+    names = ["ci_1", "ci%1", "Ledger", "pay/db", "Zahlungsdienst-ü", 'say "hi"', "ci1"]
+    watched = [ReleaseState.VERIFYING]
+    with store.begin() as tx:
+        for index, name in enumerate(names):
+            impact = Impact(
+                cis=[ConfigurationItem(id=f"id-{index}", name=name)],
+                services=[ConfigurationItem(id=f"svc-{index}", name=f"service {index}")],
+            )
+            rid = f"rel-{index}"
+            tx.insert_release(
+                release(rid, service=f"svc{index}", impact=impact, state="verifying"),
+                list(STEPS),
+            )
+        tx.insert_release(release("rel-planned", impact=Impact(cis=[])), list(STEPS))
+        everything = tx.impacts_in(watched)
+        assert len(everything) == len(names)
+        assert [row[0] for row in tx.impacts_in(watched, "svc3")] == ["rel-3"]  # by service
+        assert [row[0] for row in tx.impacts_in(watched, "id-2")] == ["rel-2"]
+        assert [row[0] for row in tx.impacts_in(watched, "service 4")] == ["rel-4"]
+        assert [row[0] for row in tx.impacts_in(watched, "ci%1")] == ["rel-1"]  # not a wildcard
+        assert [row[0] for row in tx.impacts_in(watched, "ci_1")] == ["rel-0"]
+        assert tx.impacts_in(watched, "nobody") == []
+        for name in ("pay/db", "Zahlungsdienst-ü", 'say "hi"'):  # escaped by some encoders
+            assert len(tx.impacts_in(watched, name)) == len(names)
+        assert [row[2] for row in tx.impacts_in(watched, "id-6")] == [
+            everything[6][2]
+        ]  # the impact as stored, as without a name

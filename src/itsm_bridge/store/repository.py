@@ -7,6 +7,7 @@ a step's outcome (status, external references, events, release fields) is never 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -215,13 +216,28 @@ class Tx(AuditRows, ClaimRows, TaskRows):
         rows = self.conn.execute(query.order_by(t.releases.c.created_at)).mappings()
         return [_release_from_row(row, []) for row in rows]
 
-    def impacts_in(self, states: Collection[ReleaseState]) -> list[tuple[str, str, Any]]:
+    def impacts_in(
+        self, states: Collection[ReleaseState], naming: str | None = None
+    ) -> list[tuple[str, str, Any]]:
         """`(id, service, impact as stored)` of the releases in any of `states`: what
-        correlating a signal reads, without building each release."""
+        correlating a signal reads, without building each release.
+
+        `naming`: only those that may concern a signal naming it: of that service, or whose
+        stored document holds it as a JSON string (`"name"`, a superset of its CIs' and
+        services' ids and names, which the caller checks). Only a name that any JSON encoder
+        writes as it is (`VERBATIM_IN_JSON`) narrows the query; any other reads them all.
+        """
         c = t.releases.c
         query = sa.select(c.id, c.service, c.data["impact"]).where(
             c.state.in_([s.value for s in states])
         )
+        if naming is not None and _verbatim_in_json(naming):
+            query = query.where(
+                sa.or_(
+                    c.service == naming,
+                    sa.cast(c.data, sa.Text).contains(f'"{naming}"', autoescape=True),
+                )
+            )
         rows = self.conn.execute(query)
         return [(str(rid), str(service), impact) for rid, service, impact in rows]
 
@@ -354,3 +370,12 @@ def _release_from_row(row: Any, records: list[ExternalRecord]) -> Release:
         build=BuildInfo(**data["build"]) if data.get("build") else None,
         service_levels=data.get("service_levels") or {},
     )
+
+
+# Characters no JSON encoder escapes (Python's escapes `"`, `\\` and, by default, non-ASCII;
+# others also `/`, `<`, `>`, `&`).
+VERBATIM_IN_JSON = re.compile(r"[A-Za-z0-9 ._:@+=,;()!#$%*?|^~'\[\]{}-]+")
+
+
+def _verbatim_in_json(name: str) -> bool:
+    return VERBATIM_IN_JSON.fullmatch(name) is not None
