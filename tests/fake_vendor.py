@@ -54,6 +54,7 @@ class FakeVendor:
         self.crash_at: tuple[str, int] | None = None
         self.job_results: dict[str, str] = {}
         self.signals: list[Signal] = []
+        self.detect_calls = 0  # detect_failure asked (polled), not persisted
         self.approval = "approved"
         self.tests = TestSummary(passed=10, failed=0)
         self.jobs_started: list[dict[str, str]] = []
@@ -179,6 +180,7 @@ class FakeVendorPlugin:
 
     @hookimpl
     def detect_failure(self, release: Release, since: datetime) -> list[Signal]:
+        self.v.detect_calls += 1
         return list(self.v.signals)
 
     @hookimpl

@@ -24,10 +24,14 @@ from itsm_bridge.steps_plan import StepEnv
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
-def collect_signals(env: StepEnv, ctx: StepContext, until: datetime | None = None) -> list[Signal]:
+def collect_signals(
+    env: StepEnv, ctx: StepContext, until: datetime | None = None, enough: int | None = None
+) -> list[Signal]:
     """New firing signals at or above `policy.failure_severity`, started since the deployment
     began (less `policy.clock_skew_seconds`) and, when given, by `until` (the end of the
-    watch): from `detect_failure` and from those recorded with the release (pushed alerts).
+    watch): from those recorded with the release (pushed alerts) and from `detect_failure`.
+    When the recorded ones number `enough` already (a pushed alert fails the release), the
+    plugins are not asked: the rollback does not wait for their answers.
 
     Vendors stamp whole seconds, so the deployment start is compared to the second.
     """
@@ -36,22 +40,28 @@ def collect_signals(env: StepEnv, ctx: StepContext, until: datetime | None = Non
     since = began - timedelta(seconds=policy.clock_skew_seconds)
     seen = {s["key"] if isinstance(s, dict) else s for s in ctx.step.state.get("seen", [])}
     threshold = SEVERITY_RANK[policy.failure_severity]
-    found = [
+
+    def new(found: list[Signal]) -> list[Signal]:
+        unique = {s.key: s for s in found}  # one per key: an alert polled and pushed is one
+        return [
+            s
+            for s in unique.values()
+            if s.key not in seen
+            and signals.firing(s)
+            and s.at >= since
+            and (until is None or s.at <= until)
+            and SEVERITY_RANK[s.severity] >= threshold
+        ]
+
+    recorded = signals.stored(ctx.core)
+    if enough is not None and len(new(recorded)) >= enough:
+        return new(recorded)
+    polled = [
         s
         for result in env.host.hook.detect_failure(release=ctx.release, since=since)
         for s in result
     ]
-    found += signals.stored(ctx.core)
-    unique = {s.key: s for s in found}  # one per key: an alert polled and pushed is one
-    return [
-        s
-        for s in unique.values()
-        if s.key not in seen
-        and signals.firing(s)
-        and s.at >= since
-        and (until is None or s.at <= until)
-        and SEVERITY_RANK[s.severity] >= threshold
-    ]
+    return new(polled + recorded)
 
 
 def step_notify(env: StepEnv, ctx: StepContext) -> Outcome:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from itsm_bridge import steps_close, steps_plan
 from itsm_bridge.jobs import follow_job, job_params
 from itsm_bridge.models import (
     ACTOR,
     Event,
+    ExternalRecord,
     JobRef,
     JobState,
+    Release,
     ReleaseState,
     Signal,
     Task,
@@ -210,9 +213,11 @@ def step_detect(env: StepEnv, ctx: StepContext) -> Outcome:
         until_at = ctx.now + timedelta(minutes=env.settings.policy.verify_minutes)
         return Outcome.progress("watch period started", state={"until": until_at.isoformat()})
     until_at = datetime.fromisoformat(until)
-    new = collect_signals(env, ctx, until=until_at)
-    seen = [*ctx.step.state.get("seen", []), *(s.model_dump(mode="json") for s in new)]
-    if len(seen) >= env.settings.policy.failure_limit:
+    limit = env.settings.policy.failure_limit
+    earlier = ctx.step.state.get("seen", [])
+    new = collect_signals(env, ctx, until=until_at, enough=limit - len(earlier))
+    seen = [*earlier, *(s.model_dump(mode="json") for s in new)]
+    if len(seen) >= limit:
         first = new[0] if new else Signal.model_validate(seen[0])
         return Outcome.failure(
             f"{first.source}: {first.summary}",
@@ -220,7 +225,7 @@ def step_detect(env: StepEnv, ctx: StepContext) -> Outcome:
         )
     if new:
         return Outcome.progress(
-            f"{len(seen)} of {env.settings.policy.failure_limit} signal(s) needed to fail: "
+            f"{len(seen)} of {limit} signal(s) needed to fail: "
             + "; ".join(f"{s.source}: {s.summary}" for s in new),
             state={"seen": seen},
         )
@@ -242,6 +247,9 @@ def step_rollback(env: StepEnv, ctx: StepContext) -> Outcome:
     if release.state == ReleaseState.FAILED:
         return start_rollback(env, ctx)
     task = next(t for t in ctx.tasks if t.key == ROLLBACK_KEY)
+    recording = record_rollback_task(env, ctx, task)
+    if recording is not None:
+        return recording
     if task.status != TaskStatus.DONE or task.key not in ctx.step.state.get("reported", []):
         outcome = run_tasks(env, ctx, [task])
         if outcome.fail and task.kind == "manual":  # a person says the rollback failed
@@ -270,16 +278,17 @@ def step_rollback(env: StepEnv, ctx: StepContext) -> Outcome:
 
 
 def start_rollback(env: StepEnv, ctx: StepContext) -> Outcome:
-    """The rollback task, with its record where tasks are assigned (`create_tasks`)."""
+    """The rollback task. A manual one gets its record where tasks are assigned
+    (`create_tasks`) now, for the person who will roll back; an automated one once its job
+    has started (`record_rollback_task`): the rollback does not wait for that record."""
     release = ctx.release
     existing = next((t for t in ctx.tasks if t.key == ROLLBACK_KEY), None)
     task = existing or rollback_task(env, ctx)
-    records = []
-    if task.record is None:
-        spec = TaskSpec(**task.model_dump(include=set(TaskSpec.model_fields)))
-        created = env.host.hook.create_tasks(release=release, tasks=[spec]) or []
-        records = [r for r in created if r.key == ROLLBACK_KEY]
-        task = task.model_copy(update={"record": records[0] if records else None})
+    records: list[ExternalRecord] = []
+    state: dict[str, Any] = {}
+    if task.record is None and task.kind == "manual":
+        task, records = with_record(env, release, task)
+        state = {"record_asked": True}
     return Outcome.progress(
         f"rolling back: {release.failure_reason}",
         transition=ReleaseState.ROLLING_BACK,
@@ -287,7 +296,34 @@ def start_rollback(env: StepEnv, ctx: StepContext) -> Outcome:
         task_updates=[(task, None)] if existing else [],
         records=records,
         events=[tasks_event([task], "rollback task added")],
+        state=state,
     )
+
+
+def record_rollback_task(env: StepEnv, ctx: StepContext, task: Task) -> Outcome | None:
+    """While the rollback job runs, its task's record (`create_tasks`), asked once; None
+    when there is nothing to ask."""
+    asked = ctx.step.state.get("record_asked")
+    if asked or task.record is not None or task.status != TaskStatus.RUNNING:
+        return None
+    if not env.implemented("create_tasks"):
+        return None
+    recorded, records = with_record(env, ctx.release, task)
+    where = f": {records[0].number or records[0].id}" if records else ": no record made"
+    return Outcome.progress(
+        f"task {task.name} recorded{where}",
+        task_updates=[(recorded, None)] if records else [],
+        records=records,
+        state={"record_asked": True},
+    )
+
+
+def with_record(env: StepEnv, release: Release, task: Task) -> tuple[Task, list[ExternalRecord]]:
+    """The task with the record `create_tasks` made for it (if any), and that record."""
+    spec = TaskSpec(**task.model_dump(include=set(TaskSpec.model_fields)))
+    created = env.host.hook.create_tasks(release=release, tasks=[spec]) or []
+    records = [r for r in created if r.key == task.key]
+    return task.model_copy(update={"record": records[0] if records else None}), records
 
 
 def rollback_task(env: StepEnv, ctx: StepContext) -> Task:

@@ -715,7 +715,8 @@ def test_the_rollback_job_starts_before_plugins_are_told_of_the_failure(
     tmp_path: Path,
 ) -> None:
     """Step 13's failure and step 14's first pass (the rollback task) are told to plugins
-    after step 14 started the rollback job, in the same advance, and in order."""
+    after step 14 started the rollback job, in the same advance, and in order; the rollback
+    task's record is made once the job runs."""
     h = Harness(tmp_path)
     rid = h.create()
     assert h.run(rid, cycles=6).state.value == "verifying"
@@ -730,10 +731,11 @@ def test_the_rollback_job_starts_before_plugins_are_told_of_the_failure(
     h.vendor.signals = [Signal(source="alertmanager", key="fp1", summary="down", at=h.clock.now)]
     h.run(rid)  # the next poll
     kinds = [kind for kind, _ in effects]
-    assert kinds[:2] == ["task", "job"]  # the rollback task's record, then its job
-    assert effects[1][1].endswith(":rollback:rollback")
-    assert kinds[2:].count("work_note") == len(kinds) - 2  # then the news, all of it
-    assert h.vendor.changes_seen[-8:] == [
+    assert kinds[0] == "job"  # the rollback job first of all
+    assert effects[0][1].endswith(":rollback:rollback")
+    assert kinds[1:].count("task") == 1  # then its record, and the news, all of it
+    assert kinds[1:].count("work_note") == len(kinds) - 2
+    assert h.vendor.changes_seen[-9:] == [
         "step 13 detect: failed: alertmanager: down",
         "alertmanager: down",
         "verifying -> failed: alertmanager: down",
@@ -741,6 +743,7 @@ def test_the_rollback_job_starts_before_plugins_are_told_of_the_failure(
         "step 14 rollback: running: rolling back: alertmanager: down",
         "failed -> rolling_back: rolling back: alertmanager: down",
         "step 14 rollback: running: task Roll back: job rollback started",
+        "step 14 rollback: running: task Roll back recorded: TASK-rollback",
         "step 14 rollback: waiting: task Roll back: job rollback running",
     ]
 
@@ -784,3 +787,18 @@ def test_a_step_is_read_without_renewing_a_lease_renewed_less_than_half_its_time
     run.renewed_at = time.monotonic() - 15.0  # half the lease: read under a renewal
     assert h.process._run_next_step(rid, run) is not None
     assert renewals == [rid] * 3
+
+
+def test_a_manual_rollback_task_has_its_record_before_anyone_waits_for_it(tmp_path: Path) -> None:
+    jobs = {k: v for k, v in JOBS.items() if k != "rollback"}  # a person rolls back
+    h = Harness(tmp_path, service={"jobs": jobs}, policy={"require_backout_plan": False})
+    h.vendor.job_results["smoke_test"] = "failed"
+    rid = h.create()
+    assert h.run(rid, cycles=12).state.value == "rolling_back"
+    status, detail = h.steps(rid)["rollback"]
+    assert status == "waiting" and f"task-done {rid} rollback" in detail
+    with h.store.begin() as tx:
+        rollback = next(t for t in tx.tasks(rid) if t.key == "rollback")
+    assert rollback.kind == "manual" and rollback.record is not None
+    assert rollback.record.id == "TASK-rollback"  # made with the task, in one pass
+    assert not [m for m in h.events(rid, "step") if "recorded" in m]

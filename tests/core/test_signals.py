@@ -50,6 +50,23 @@ def test_one_recorded_firing_alert_fails_the_release(tmp_path: Path) -> None:
     assert release.state.value == "closed"
 
 
+def test_a_recorded_alert_that_fails_the_release_does_not_wait_for_polled_plugins(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path, policy={"failure_limit": 2})
+    rid, _ = verifying(h)
+    record(h, rid, alert("fp1", h.clock.now))
+    polls = h.vendor.detect_calls
+    assert h.run(rid).state.value == "verifying"  # one of two: the plugins are asked too
+    assert h.vendor.detect_calls > polls
+    polls = h.vendor.detect_calls
+    record(h, rid, alert("fp2", h.clock.now))
+    h.clock.now += timedelta(minutes=1)
+    h.process.advance(rid)  # two of two recorded: failed without asking them
+    assert h.vendor.detect_calls == polls
+    assert h.release(rid).failure_reason == "alertmanager: alert fp2"
+
+
 def test_what_never_triggers(tmp_path: Path) -> None:
     h = Harness(tmp_path, policy={"failure_severity": "critical"})
     rid, release = verifying(h)
