@@ -135,8 +135,12 @@ class AdvisoryLeader:
                 conn.close()
 
     def release(self) -> None:
-        """Close the session: PostgreSQL frees the lock at once."""
+        """Unlock, then close the session. (Closing alone frees the lock only once the
+        server's backend has exited, which another replica's next try may beat.)"""
         with self._lock:
+            if self._held and self._conn is not None and not self._conn.closed:
+                with contextlib.suppress(Exception):  # the database is away: the lock with it
+                    self._conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
             self._drop()
             self._held = False
 
