@@ -29,12 +29,13 @@ Usage:
     .venv/bin/python bench/bench_alert.py [--deliveries 1000] [--releases 250] [--workers 8]
 
 Figures of 2026-12-03, evening (1,000 deliveries, 250 releases watched, 8 workers, the 2-core
-VM): notification -> rollback request p50 28.6 ms, p90 35.6, p99 44.2, max 53.5 (stored: p50
-3.4, p99 7.2); bare loopback round trip p50 0.24 ms, p99 0.45; ratio p50 119x, p99 98x. The
-target p99 < 50 ms is met. One round of 250, the same VM: p50 26.2, p99 42.3; before the
-rollback job's first start skipped the Jenkins queue and builds lookup (one `POST` instead of
-two `GET`s and a `POST`): p50 31.2, p99 57.2. The afternoon's code, another VM: p50 39.7,
-p99 62.2; the VM's speed varies by up to 1.6x between runs.
+VM): notification -> rollback request p50 25.3 ms, p90 30.7, p99 39.3, max 47.8 (stored: p50
+3.3, p99 7.1); bare loopback round trip p50 0.21 ms, p99 0.35; ratio p50 123x, p99 111x. The
+target p99 < 50 ms is met. Earlier the same evening: p50 28.6, p99 44.2, before the step reads
+stopped renewing a freshly renewed lease and a signal's releases were read narrowed to its
+name; one round of 250 before the rollback's first start skipped the Jenkins lookup (one
+`POST` instead of two `GET`s and a `POST`): p50 31.2, p99 57.2. The afternoon's code, another
+VM: p50 39.7, p99 62.2; the VM's speed varies by up to 1.6x between runs.
 """
 
 from __future__ import annotations
