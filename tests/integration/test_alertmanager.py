@@ -142,10 +142,15 @@ def alert(name: str, at: datetime, **labels: str) -> dict[str, Any]:
 
 
 def inbox_keys(database: str) -> dict[str, bool]:
-    """The inbox's dedupe keys, each with whether the worker processed it."""
+    """The dedupe keys of the inbox's Alertmanager events, each with whether the worker
+    processed it (the bridge's other plugins, e.g. Jira's intake poller, store their own)."""
     engine = sa.create_engine(database)
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(t.inbox.c.dedupe_key, t.inbox.c.processed_at)).all()
+        rows = conn.execute(
+            sa.select(t.inbox.c.dedupe_key, t.inbox.c.processed_at).where(
+                t.inbox.c.source == "alertmanager"
+            )
+        ).all()
     engine.dispose()
     return {key: processed is not None for key, processed in rows}
 
