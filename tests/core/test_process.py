@@ -21,6 +21,20 @@ from itsm_bridge.views import release_json, render_show
 from process_harness import JOBS, Harness
 
 
+def lease_calls(monkeypatch: pytest.MonkeyPatch, method: str) -> list[str]:
+    """The release ids `Tx.<method>` (`lease_release`, `renew_release_lease`) is called with
+    from now on: the database calls themselves, counted."""
+    calls: list[str] = []
+    original = getattr(Tx, method)
+
+    def counted(self: Tx, release_id: str, owner: str, ttl: timedelta) -> bool:
+        calls.append(release_id)
+        return bool(original(self, release_id, owner, ttl))
+
+    monkeypatch.setattr(Tx, method, counted)
+    return calls
+
+
 def test_automated_release_with_jobs_and_records(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     rid = h.create()
@@ -411,14 +425,7 @@ def test_a_fresh_claim_is_the_lease_and_an_old_one_is_taken_again(
     rid = h.create()
     with h.store.begin() as tx:
         assert tx.claim_due(h.clock.now, h.process.owner, h.process.lease_ttl, 5) == [rid]
-    leased: list[str] = []
-    lease = Tx.lease_release
-
-    def counted(self: Tx, release_id: str, owner: str, ttl: timedelta) -> bool:
-        leased.append(release_id)
-        return lease(self, release_id, owner, ttl)
-
-    monkeypatch.setattr(Tx, "lease_release", counted)
+    leased = lease_calls(monkeypatch, "lease_release")
     assert h.process.advance(rid, claimed_at=time.monotonic()) is True
     assert leased == []  # the claim is the lease
     assert h.steps(rid)["change"][0] == "done"
@@ -770,14 +777,7 @@ def test_a_step_is_read_without_renewing_a_lease_renewed_less_than_half_its_time
 ) -> None:
     h = Harness(tmp_path, server={"lease_seconds": 30})
     rid = h.create()
-    renewals: list[str] = []
-    renew = Tx.renew_release_lease
-
-    def counted(self: Tx, release_id: str, owner: str, ttl: timedelta) -> bool:
-        renewals.append(release_id)
-        return renew(self, release_id, owner, ttl)
-
-    monkeypatch.setattr(Tx, "renew_release_lease", counted)
+    renewals = lease_calls(monkeypatch, "renew_release_lease")
     with h.store.begin() as tx:
         assert tx.lease_release(rid, h.process.owner, timedelta(seconds=30))
     run = _Run(renewed_at=time.monotonic() - 14.0)
