@@ -87,7 +87,7 @@ class JenkinsPlugin:
             params,
             first_attempt=first_attempt,
             known=self.definitions,
-            superseded=superseded,
+            superseded=superseded or [],
         )
 
     @hookimpl

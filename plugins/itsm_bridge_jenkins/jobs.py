@@ -32,9 +32,9 @@ An identity matches when `RELEASE_ID` is equal and, when the item carries a `TAS
 `ParametersAction`), so a job without `RELEASE_ID` could never be recognised: it is refused
 before any trigger (a person adds the parameter). A first attempt checks the definitions
 of the job's last read if it is at most `DEFINITIONS_TTL` seconds old, else reads them alone
-(`tree=buildable,property[parameterDefinitions[name]]`). A job that serves several purposes of one
-service (e.g. deploy and rollback) must also define `TASK`, or the rollback would find the
-deploy's build.
+(`tree=buildable,property[parameterDefinitions[name]]`). A job that serves several purposes
+of one service (e.g. deploy and rollback) must also define `TASK`, or the rollback would find
+the deploy's build.
 
 Trigger: `POST /job/.../buildWithParameters` with every parameter the core gives, as form
 fields; `201` with `Location: <root>/queue/item/<id>/` ("Remote access API"; python-jenkins
@@ -147,9 +147,9 @@ def start(
     purpose: str,
     params: dict[str, str],
     *,
-    first_attempt: bool = False,
-    known: Definitions | None = None,
-    superseded: list[JobRef] | None = None,
+    first_attempt: bool,
+    known: Definitions,
+    superseded: list[JobRef],
 ) -> JobRef | None:
     """Find the build this release and purpose already started, else trigger it once; on a
     first attempt, trigger it at once. `known` keeps the definitions each job had."""
@@ -161,8 +161,7 @@ def start(
     identity = {key: params[key] for key in IDENTITY if key in params}
     ref = JobRef(system=SYSTEM, job=job, purpose=purpose, url=client.job_url(job))
 
-    known = known if known is not None else Definitions()
-    skip = Superseded.of(job, superseded or [])
+    skip = Superseded.of(job, superseded)
     if first_attempt:
         document = known.of(client, config, job)
     else:
@@ -215,19 +214,12 @@ class Superseded:
         return str(item.get("id")) in self.queue_ids
 
     def build(self, build: dict[str, Any]) -> bool:
-        return str(build.get("number")) in self.builds or str(build.get("queueId")) in (
-            self.queue_ids
-        )
-
-
-NOTHING_SUPERSEDED = Superseded(set(), set())
+        number, queue_id = str(build.get("number")), str(build.get("queueId"))
+        return number in self.builds or queue_id in self.queue_ids
 
 
 def find_queued(
-    client: JenkinsClient,
-    job: str,
-    identity: dict[str, str],
-    skip: Superseded = NOTHING_SUPERSEDED,
+    client: JenkinsClient, job: str, identity: dict[str, str], skip: Superseded
 ) -> dict[str, Any] | None:
     """The queue item of `job` with this identity, if one waits (and is not superseded)."""
     queue = client.get_json(client.url("/queue/api/json"), "GET queue", tree=QUEUE_TREE)
@@ -258,7 +250,7 @@ def read_job(client: JenkinsClient, config: Settings, job: str, tree: str) -> di
 
 
 def find_build(
-    document: dict[str, Any], identity: dict[str, str], skip: Superseded = NOTHING_SUPERSEDED
+    document: dict[str, Any], identity: dict[str, str], skip: Superseded
 ) -> dict[str, Any] | None:
     """The newest build of the job document with this identity (and not superseded)."""
     for build in document.get("builds") or []:

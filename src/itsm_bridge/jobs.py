@@ -49,7 +49,8 @@ def follow_job(
         status = host.hook.job_status(job=job)
         return status, (status.job if status is not None else job), False
     first = task is not None and task in ctx.unstarted
-    ctx.unstarted.discard(task or "")
+    if task is not None:
+        ctx.unstarted.discard(task)  # taken: any later start of it looks first
     job = host.hook.start_job(
         release=ctx.release,
         purpose=purpose,

@@ -105,8 +105,7 @@ class Process:
         to this owner; the lease is not taken again while less than half its time has passed
         since (each commit renews it anyway, and refuses when it was lost).
         """
-        half = self.lease_ttl.total_seconds() / 2
-        if claimed_at is None or time.monotonic() - claimed_at >= half:
+        if claimed_at is None or not self._surely_held(claimed_at):
             claimed_at = time.monotonic()
             with self.store.begin() as tx:
                 if not tx.lease_release(release_id, self.owner, self.lease_ttl):
@@ -138,6 +137,11 @@ class Process:
         with heartbeat(self.store, release_id, self.owner, self.lease_ttl, self.max_hold):
             self.outbox.deliver(release_id)
 
+    def _surely_held(self, since: float) -> bool:
+        """Whether a lease this owner took or renewed at `since` (time.monotonic) surely is
+        still its own: less than half its time has passed."""
+        return time.monotonic() - since < self.lease_ttl.total_seconds() / 2
+
     def _fence(self, tx: Tx, release_id: str) -> None:
         """Renew the lease inside `tx`, or raise `LeaseLost` (and roll `tx` back)."""
         if not tx.renew_release_lease(release_id, self.owner, self.lease_ttl):
@@ -161,7 +165,7 @@ class Process:
         this run took or renewed it (a commit renews it), it is held for certain: the step is
         read without renewing it, off the write lock (the heartbeat around the step renews
         it a third of the lease in, before it can run out)."""
-        held = time.monotonic() - run.renewed_at < self.lease_ttl.total_seconds() / 2
+        held = self._surely_held(run.renewed_at)
         if not held:
             run.renewed_at = time.monotonic()
         with self.store.read() if held else self.store.begin() as tx:

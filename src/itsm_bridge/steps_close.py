@@ -53,15 +53,16 @@ def collect_signals(
             and SEVERITY_RANK[s.severity] >= threshold
         ]
 
-    recorded = signals.stored(ctx.core)
-    if enough is not None and len(new(recorded)) >= enough:
-        return new(recorded)
+    stored = signals.stored(ctx.core)
+    recorded = new(stored)
+    if enough is not None and len(recorded) >= enough:
+        return recorded
     polled = [
         s
         for result in env.host.hook.detect_failure(release=ctx.release, since=since)
         for s in result
     ]
-    return new(polled + recorded)
+    return new(polled + stored)
 
 
 def step_notify(env: StepEnv, ctx: StepContext) -> Outcome:

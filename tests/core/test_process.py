@@ -13,7 +13,7 @@ from fake_vendor import FakeVendorPlugin
 from itsm_bridge import steps_close
 from itsm_bridge.errors import TransientError, UsageError
 from itsm_bridge.hookspecs import hookimpl
-from itsm_bridge.models import Event, JobRef, JobStatus, Release, Signal
+from itsm_bridge.models import Event, ExternalRecord, JobRef, JobStatus, Release, Signal, TaskSpec
 from itsm_bridge.outcome import StepContext
 from itsm_bridge.process import _Run
 from itsm_bridge.store import Tx
@@ -802,3 +802,27 @@ def test_a_manual_rollback_task_has_its_record_before_anyone_waits_for_it(tmp_pa
     assert rollback.kind == "manual" and rollback.record is not None
     assert rollback.record.id == "TASK-rollback"  # made with the task, in one pass
     assert not [m for m in h.events(rid, "step") if "recorded" in m]
+
+
+class NoRollbackRecord:
+    """A task system that makes no record of the rollback task (asked, it answers none)."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    @hookimpl
+    def create_tasks(self, release: Release, tasks: list[TaskSpec]) -> list[ExternalRecord]:
+        self.asked += 1
+        return []
+
+
+def test_the_rollback_task_s_record_is_asked_for_once(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    rid = h.create()
+    assert h.run(rid, cycles=6).state.value == "verifying"
+    tasks = NoRollbackRecord()
+    h.process.host.register(tasks, "no-records", version="0", module="t")
+    h.vendor.signals = [Signal(source="alertmanager", key="fp1", summary="down", at=h.clock.now)]
+    h.run(rid, cycles=4)
+    assert tasks.asked == 1  # once the job ran, not on every pass after
+    assert any("Roll back recorded: no record made" in m for m in h.events(rid, "step"))

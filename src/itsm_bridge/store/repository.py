@@ -231,7 +231,7 @@ class Tx(AuditRows, ClaimRows, TaskRows):
         query = sa.select(c.id, c.service, c.data["impact"]).where(
             c.state.in_([s.value for s in states])
         )
-        if naming is not None and _verbatim_in_json(naming):
+        if naming is not None and VERBATIM_IN_JSON.fullmatch(naming):
             query = query.where(
                 sa.or_(
                     c.service == naming,
@@ -375,7 +375,3 @@ def _release_from_row(row: Any, records: list[ExternalRecord]) -> Release:
 # Characters no JSON encoder escapes (Python's escapes `"`, `\\` and, by default, non-ASCII;
 # others also `/`, `<`, `>`, `&`).
 VERBATIM_IN_JSON = re.compile(r"[A-Za-z0-9 ._:@+=,;()!#$%*?|^~'\[\]{}-]+")
-
-
-def _verbatim_in_json(name: str) -> bool:
-    return VERBATIM_IN_JSON.fullmatch(name) is not None
